@@ -1,0 +1,24 @@
+"""gmm-stream: out-of-core Gaussian mixture models, exact with missing values.
+
+``gmm_stream`` is the math: arrays in, arrays out (NumPy and Dask). The estimator is
+:class:`GaussianMixture`; the pure pieces it is made of are public too:
+:func:`chunk_statistics` (E-step of one chunk), :class:`SufficientStats` (mergeable by
+``+``) and :func:`m_step`.
+"""
+
+from ._params import GaussianParams
+from ._persist import load_model
+from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step
+from ._version import __version__
+from .mixture import GaussianMixture
+
+__all__ = [
+    "GaussianMixture",
+    "GaussianParams",
+    "SufficientStats",
+    "chunk_statistics",
+    "estimate_weighted_log_prob",
+    "load_model",
+    "m_step",
+    "__version__",
+]

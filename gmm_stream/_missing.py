@@ -1,0 +1,140 @@
+"""Per-row work for rows with missing entries, from the full precision (MATH.md, "Doing the
+missing-value part fast").
+
+For one component with precision ``P`` and a row whose centred values are ``z`` with the
+missing entries set to 0, let ``w = P z``. With ``m`` the missing indices:
+
+* ``z_oᵀ Σ_oo⁻¹ z_o = zᵀ P z − w_mᵀ P_mm⁻¹ w_m``
+* ``log det Σ_oo = log det Σ + log det P_mm``
+* ``E[x_m | x_o] − μ_m = −P_mm⁻¹ w_m`` and ``Cov[x_m | x_o] = P_mm⁻¹``
+
+Only the small ``|m| × |m|`` block ``P_mm`` of each row is factorised, so a row with few
+missing entries costs little, whatever its missingness pattern. The loops are compiled
+with numba; they release the GIL so Dask's threads run them in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _gather_cholesky(P, idx, c, A):
+    """Lower Cholesky factor of ``P[idx[:c], idx[:c]]`` into ``A[:c, :c]``."""
+    for a in range(c):
+        for b in range(a + 1):
+            s = P[idx[a], idx[b]]
+            for p in range(b):
+                s -= A[a, p] * A[b, p]
+            if a == b:
+                A[a, a] = math.sqrt(s)
+            else:
+                A[a, b] = s / A[b, b]
+
+
+@njit(cache=True, nogil=True)
+def condition_rows(W, mask, P, quad, logdet_pmm, Z):
+    """Marginalise the missing entries of each row, for one component.
+
+    Parameters
+    ----------
+    W : ndarray of shape (n, d)
+        ``P z`` for each row, with ``z_m = 0``.
+    mask : bool ndarray of shape (n, d)
+        True where the value is missing.
+    P : float64 ndarray of shape (d, d)
+        The component's precision.
+    quad : float64 ndarray of shape (n,)
+        On entry ``zᵀ P z``; on exit the Mahalanobis term of the observed entries.
+    logdet_pmm : float64 ndarray of shape (n,)
+        Out: ``log det P_mm`` (0 for a complete row).
+    Z : ndarray of shape (n, d)
+        Centred rows; on exit the missing entries hold ``E[x_m | x_o] − μ_m``.
+    """
+    n, d = W.shape
+    idx = np.empty(d, np.int64)
+    A = np.empty((d, d))
+    v = np.empty(d)
+    u = np.empty(d)
+    for i in range(n):
+        c = 0
+        for j in range(d):
+            if mask[i, j]:
+                idx[c] = j
+                c += 1
+        if c == 0:
+            logdet_pmm[i] = 0.0
+            continue
+        _gather_cholesky(P, idx, c, A)
+        q = 0.0
+        ld = 0.0
+        for a in range(c):  # v = A⁻¹ w_m
+            s = W[i, idx[a]]
+            for p in range(a):
+                s -= A[a, p] * v[p]
+            v[a] = s / A[a, a]
+            q += v[a] * v[a]
+            ld += math.log(A[a, a])
+        quad[i] -= q
+        logdet_pmm[i] = 2.0 * ld
+        for a in range(c - 1, -1, -1):  # u = A⁻ᵀ v = P_mm⁻¹ w_m
+            s = v[a]
+            for p in range(a + 1, c):
+                s -= A[p, a] * u[p]
+            u[a] = s / A[a, a]
+        for a in range(c):
+            Z[i, idx[a]] = -u[a]
+
+
+@njit(cache=True, nogil=True)
+def add_conditional_covariances(mask, P, r, S2):
+    """``S2 += Σ_i r_i · P_mm,i⁻¹`` placed at the missing rows and columns of each row.
+
+    Parameters
+    ----------
+    mask : bool ndarray of shape (n, d)
+    P : float64 ndarray of shape (d, d)
+    r : float64 ndarray of shape (n,)
+        Weighted responsibilities of the component.
+    S2 : float64 ndarray of shape (d, d)
+        Accumulator, updated in place (lower and upper triangles).
+    """
+    n, d = mask.shape
+    idx = np.empty(d, np.int64)
+    A = np.empty((d, d))
+    B = np.empty((d, d))  # A⁻¹ (lower triangular)
+    for i in range(n):
+        if r[i] == 0.0:
+            continue
+        c = 0
+        for j in range(d):
+            if mask[i, j]:
+                idx[c] = j
+                c += 1
+        if c == 0:
+            continue
+        _gather_cholesky(P, idx, c, A)
+        for b in range(c):  # B = A⁻¹, column by column
+            for a in range(c):
+                if a < b:
+                    B[a, b] = 0.0
+                elif a == b:
+                    B[a, a] = 1.0 / A[a, a]
+                else:
+                    s = 0.0
+                    for p in range(b, a):
+                        s -= A[a, p] * B[p, b]
+                    B[a, b] = s / A[a, a]
+        ri = r[i]
+        for a in range(c):  # P_mm⁻¹ = Bᵀ B
+            for b in range(a + 1):
+                s = 0.0
+                for p in range(a, c):
+                    s += B[p, a] * B[p, b]
+                s *= ri
+                S2[idx[a], idx[b]] += s
+                if a != b:
+                    S2[idx[b], idx[a]] += s

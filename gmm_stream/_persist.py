@@ -1,0 +1,131 @@
+"""Saving a fitted model to a directory and loading it back (never pickle).
+
+A model directory holds ``model.json`` (format, package version, estimator parameters,
+fit history; readable by a person) and ``arrays.npz`` (weights, means, covariances and
+precision factors, loaded with ``allow_pickle=False``). The directory is written beside
+its destination and renamed into place, so a crash leaves the previous model or the new
+one, never a mixture of both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ._params import GaussianParams
+from ._version import __version__
+from .exceptions import ModelFormatError, OutputExistsError
+
+FORMAT = "gmm-stream-model"
+FORMAT_VERSION = 1
+_ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None  # e.g. a RandomState instance: not reproducible from a file
+
+
+def model_to_dict(model) -> tuple[dict, dict]:
+    """The JSON metadata and the arrays of a fitted model."""
+    p: GaussianParams = model.params_
+    names = getattr(model, "feature_names_in_", None)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gmm_stream_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "estimator": type(model).__name__,
+        "params": {k: _jsonable(v) for k, v in model.get_params().items()},
+        "n_features_in": int(model.n_features_in_),
+        "feature_names_in": None if names is None else [str(n) for n in names],
+        "converged": bool(model.converged_),
+        "n_iter": int(model.n_iter_),
+        "lower_bound": float(model.lower_bound_),
+        "lower_bounds": [float(v) for v in model.lower_bounds_],
+        "n_empty_rows": int(getattr(model, "n_empty_rows_", 0)),
+    }
+    arrays = {name: np.asarray(getattr(p, name)) for name in _ARRAYS}
+    return meta, arrays
+
+
+def write_atomically(path: Path, write, *, overwrite: bool) -> None:
+    """Run ``write(tmp_dir)`` in a sibling temporary directory, then move it to ``path``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "previous")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_model(model, path, *, overwrite: bool = False) -> None:
+    meta, arrays = model_to_dict(model)
+
+    def write(tmp: Path) -> None:
+        np.savez(tmp / "arrays.npz", **arrays)
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    write_atomically(Path(path), write, overwrite=overwrite)
+
+
+def load_model(path):
+    """Load a model written by :meth:`GaussianMixture.save`.
+
+    Raises
+    ------
+    ModelFormatError
+        If the directory is missing, incomplete, or not a gmm-stream model.
+    """
+    from .mixture import GaussianMixture
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / "model.json").read_text())
+        with np.load(path / "arrays.npz", allow_pickle=False) as f:
+            arrays = {name: f[name] for name in _ARRAYS}
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{path} is not a gmm-stream model directory: {exc.filename} is missing") from None
+    except (KeyError, ValueError, OSError) as exc:
+        raise ModelFormatError(f"{path}: cannot read the model ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path}/model.json is not a gmm-stream model of a known format version "
+            f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})"
+        )
+    params = dict(meta["params"])
+    model = GaussianMixture(**params)
+    model._params = GaussianParams(
+        arrays["weights"], arrays["means"], arrays["precisions_cholesky"], params["covariance_type"], arrays["covariances"]
+    )
+    model.n_features_in_ = meta["n_features_in"]
+    if meta["feature_names_in"] is not None:
+        model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+    model.converged_ = meta["converged"]
+    model.n_iter_ = meta["n_iter"]
+    model.lower_bound_ = meta["lower_bound"]
+    model.lower_bounds_ = np.asarray(meta["lower_bounds"])
+    model.n_empty_rows_ = meta["n_empty_rows"]
+    return model

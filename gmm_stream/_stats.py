@@ -1,0 +1,519 @@
+"""Sufficient statistics of a chunk (the E-step) and the M-step that turns them into parameters.
+
+This is the whole of the math, over NumPy blocks; nothing here knows about Dask. The
+derivation is in MATH.md: per chunk, ``N_k = Σ w r``, ``S1_k = Σ w r x̂`` and
+``S2_k = Σ w r (x̂x̂ᵀ + C)`` with ``x̂`` the row completed by its conditional mean and ``C`` the
+conditional covariance of its missing entries.
+
+Precision: every statistic is centred on the means of the parameters used in the E-step
+(``center``), and the data on a shift ``Σ π_k μ_k`` before any product, so sums of
+squares never subtract large, nearly equal numbers. GEMMs run in the input's dtype (float32
+input stays float32) over blocks of a few thousand rows; every block's result is added to
+float64 accumulators.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._missing import add_conditional_covariances, condition_rows
+from ._params import GaussianParams, log_det_cholesky
+from .exceptions import EmptyComponentWarning, InvalidInputError
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+#: bytes of the per-block work buffer (K × rows × d values); sets the block length
+BLOCK_BYTES = 48 * 2**20
+#: a component with less responsibility mass than this is "empty" (see ``m_step``)
+EMPTY_MASS = 1e-8
+
+__all__ = ["SufficientStats", "chunk_statistics", "estimate_weighted_log_prob", "m_step"]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True, eq=False)
+class SufficientStats:
+    """Expected sufficient statistics of some rows, mergeable by ``+``.
+
+    Attributes
+    ----------
+    N : ndarray of shape (n_components,)
+        ``Σ_i w_i r_ik``.
+    S1 : ndarray of shape (n_components, n_features)
+        ``Σ_i w_i r_ik (x̂_ik − center_k)``.
+    S2 : ndarray of shape (n_components, n_features, n_features), or (n_components, n_features)
+        ``Σ_i w_i r_ik ((x̂_ik − center_k)(x̂_ik − center_k)ᵀ + C_ik)``; only the diagonal for
+        'diag' and 'spherical' covariances.
+    center : ndarray of shape (n_components, n_features)
+        The means of the parameters of the E-step; the reference the sums are centred on.
+    loglik : float
+        ``Σ_i w_i log p(x_i,o)`` over usable rows.
+    n_rows : float
+        ``Σ_i w_i`` over usable rows (rows with at least one observed value).
+    n_empty : int
+        Number of rows with no observed value (skipped).
+    feature_counts : ndarray of shape (n_features,)
+        Number of observed values of each feature.
+    """
+
+    N: np.ndarray
+    S1: np.ndarray
+    S2: np.ndarray
+    center: np.ndarray
+    loglik: float = 0.0
+    n_rows: float = 0.0
+    n_empty: int = 0
+    feature_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def zeros(cls, center: np.ndarray, diagonal: bool) -> SufficientStats:
+        k, d = center.shape
+        s2 = np.zeros((k, d) if diagonal else (k, d, d))
+        return cls(np.zeros(k), np.zeros((k, d)), s2, center, 0.0, 0.0, 0, np.zeros(d, np.int64))
+
+    def __add__(self, other: SufficientStats) -> SufficientStats:
+        if not isinstance(other, SufficientStats):
+            return NotImplemented
+        if self.center.shape != other.center.shape or not np.array_equal(self.center, other.center):
+            raise ValueError("statistics centred on different points cannot be added")
+        return SufficientStats(
+            self.N + other.N,
+            self.S1 + other.S1,
+            self.S2 + other.S2,
+            self.center,
+            self.loglik + other.loglik,
+            self.n_rows + other.n_rows,
+            self.n_empty + other.n_empty,
+            self.feature_counts + other.feature_counts,
+        )
+
+    def __radd__(self, other):  # lets sum() start from 0
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
+    @property
+    def diagonal(self) -> bool:
+        return self.S2.ndim == 2
+
+    def raw_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Uncentred ``(Σ w r x̂, Σ w r (x̂x̂ᵀ + C))`` as written in MATH.md."""
+        mu, n, s1 = self.center, self.N, self.S1
+        raw1 = s1 + n[:, None] * mu
+        if self.diagonal:
+            raw2 = self.S2 + 2.0 * s1 * mu + n[:, None] * mu**2
+        else:
+            outer = np.einsum("ki,kj->kij", s1, mu)
+            raw2 = self.S2 + outer + outer.transpose(0, 2, 1) + n[:, None, None] * np.einsum("ki,kj->kij", mu, mu)
+        return raw1, raw2
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The statistics as a dict of arrays (for ``np.savez``)."""
+        return {
+            "N": self.N, "S1": self.S1, "S2": self.S2, "center": self.center,
+            "loglik": np.float64(self.loglik), "n_rows": np.float64(self.n_rows),
+            "n_empty": np.int64(self.n_empty), "feature_counts": self.feature_counts,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays) -> SufficientStats:
+        return cls(
+            np.asarray(arrays["N"]), np.asarray(arrays["S1"]), np.asarray(arrays["S2"]),
+            np.asarray(arrays["center"]), float(arrays["loglik"]), float(arrays["n_rows"]),
+            int(arrays["n_empty"]), np.asarray(arrays["feature_counts"]),
+        )
+
+
+# ------------------------------------------------------------------ per-call preparation
+
+
+@dataclass
+class _Prepared:
+    """Everything the block loop needs from the parameters, in the compute dtype."""
+
+    covariance_type: str
+    dtype: np.dtype
+    shift: np.ndarray  # (d,) in dtype
+    log_weights: np.ndarray  # (K,)
+    centers: np.ndarray  # (K, d) means − shift, in dtype
+    logdet: np.ndarray  # (K,) log det L_k
+    chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
+    prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
+    prec: np.ndarray | None = None  # (K, d) in dtype (diag/spherical)
+    log_prec_chol: np.ndarray | None = None  # (K, d) (diag/spherical)
+    var: np.ndarray | None = None  # (K, d) float64 (diag/spherical)
+
+    @property
+    def diagonal(self) -> bool:
+        return self.prec is not None
+
+
+def default_shift(params: GaussianParams) -> np.ndarray:
+    """The point the data are centred on: the mixture's mean ``Σ π_k μ_k``."""
+    w = params.weights / params.weights.sum()
+    return w @ params.means
+
+
+def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) -> _Prepared:
+    k, d = params.means.shape
+    shift = default_shift(params) if shift is None else np.asarray(shift, np.float64)
+    kind = params.covariance_type
+    pc = params.precisions_cholesky
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params.weights)
+    prep = _Prepared(
+        covariance_type=kind,
+        dtype=dtype,
+        shift=shift.astype(dtype),
+        log_weights=log_weights,
+        centers=(params.means - shift).astype(dtype),
+        logdet=np.broadcast_to(log_det_cholesky(pc, kind, d), (k,)).astype(np.float64),
+    )
+    if kind in ("full", "tied"):
+        chol = np.broadcast_to(pc, (k, d, d))
+        prep.chol = np.ascontiguousarray(chol, dtype=dtype)
+        prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
+    else:
+        pcd = np.broadcast_to(pc[:, None] if kind == "spherical" else pc, (k, d))
+        prep.prec = np.ascontiguousarray(pcd**2, dtype=dtype)
+        prep.log_prec_chol = np.log(pcd)
+        prep.var = 1.0 / pcd**2
+    return prep
+
+
+class _Workspace(threading.local):
+    """Work buffers reused from block to block and call to call (one set per thread).
+
+    Fresh large allocations are slow inside Dask workers (their malloc settings make every
+    new page fault), so the hot loop never allocates an n × d array per operation.
+    """
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self.__dict__.get((name, np.dtype(dtype)))
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype)
+            self.__dict__[(name, np.dtype(dtype))] = buf
+        return buf[:size].reshape(shape)
+
+
+_ws = _Workspace()
+
+
+def block_rows(n_components: int, n_features: int) -> int:
+    """Rows per block so that the K × rows × d work buffer stays near ``BLOCK_BYTES``."""
+    rows = BLOCK_BYTES // (8 * n_components * max(n_features, 1))
+    return int(np.clip(rows, 256, 65536))
+
+
+# --------------------------------------------------------------------------- the E-step
+
+
+def _log_prob_full(Xc, mask, prep: _Prepared):
+    """Weighted log-probabilities (n, K) and the completed centred rows Z (K, n, d)."""
+    n, d = Xc.shape
+    k = prep.centers.shape[0]
+    Z = _ws.get("Z", (k, n, d), prep.dtype)
+    Y = _ws.get("Y", (n, d), prep.dtype)
+    logp = np.empty((n, k))
+    quad = np.empty(n)
+    if mask is not None:
+        W = _ws.get("W", (n, d), prep.dtype)
+        logdet_pmm = np.empty(n)
+        n_obs = d - mask.sum(axis=1)
+    for j in range(k):
+        Zj = Z[j]
+        np.subtract(Xc, prep.centers[j], out=Zj)
+        if mask is not None:
+            np.putmask(Zj, mask, 0)
+        np.matmul(Zj, prep.chol[j], out=Y)
+        quad[:] = np.einsum("ij,ij->i", Y, Y)
+        col = logp[:, j]
+        if mask is None:
+            np.multiply(quad, -0.5, out=col)
+            col += prep.log_weights[j] + prep.logdet[j] - 0.5 * d * LOG_2PI
+        else:
+            np.matmul(Y, prep.chol[j].T, out=W)
+            condition_rows(W, mask, prep.prec64[j], quad, logdet_pmm, Zj)
+            col[:] = prep.log_weights[j] + prep.logdet[j] - 0.5 * (quad + logdet_pmm + n_obs * LOG_2PI)
+    return logp, Z
+
+
+def _log_prob_diag(Xc, mask, prep: _Prepared):
+    """Weighted log-probabilities (n, K) and ``(X0, O)``: rows with 0 at missing entries, and
+    the observed indicator (None when the rows are complete)."""
+    n, d = Xc.shape
+    X0 = Xc
+    O = None
+    if mask is not None:
+        X0 = Xc.copy()
+        np.putmask(X0, mask, 0)
+        O = (~mask).astype(prep.dtype)
+    c, p = prep.centers, prep.prec
+    quad = (X0 * X0) @ p.T - 2.0 * (X0 @ (c * p).T)
+    if O is None:
+        quad += np.sum(c * c * p, axis=1)
+        logdet = prep.logdet
+        n_obs = d
+    else:
+        quad += O @ (c * c * p).T
+        logdet = O @ prep.log_prec_chol.T
+        n_obs = (d - mask.sum(axis=1))[:, None]
+    logp = prep.log_weights + logdet - 0.5 * (quad + n_obs * LOG_2PI)
+    return logp, (X0, O)
+
+
+_LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_diag, "spherical": _log_prob_diag}
+
+
+# ---------------------------------------------------------------- accumulating statistics
+
+
+def _accumulate_full(Z, mask, rw, prep: _Prepared, acc: dict) -> None:
+    rwt = rw.astype(prep.dtype, copy=False)
+    n = rw.shape[0]
+    tmp = _ws.get("T", (n, Z.shape[2]), prep.dtype)
+    for j in range(Z.shape[0]):
+        Zj = Z[j]
+        acc["S1"][j] += rwt[:, j] @ Zj
+        np.multiply(Zj, rwt[:, j, None], out=tmp)
+        acc["S2"][j] += tmp.T @ Zj
+        if mask is not None:
+            add_conditional_covariances(mask, prep.prec64[j], rw[:, j], acc["S2"][j])
+
+
+def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
+    X0, O = aux
+    rwt = rw.astype(prep.dtype, copy=False)
+    c = prep.centers.astype(np.float64)
+    r_x = (rwt.T @ X0).astype(np.float64)
+    r_xx = (rwt.T @ (X0 * X0)).astype(np.float64)
+    n_k = rw.sum(axis=0)[:, None]
+    r_o = n_k if O is None else (rwt.T @ O).astype(np.float64)
+    acc["S1"] += r_x - c * r_o
+    acc["S2"] += r_xx - 2.0 * c * r_x + c * c * r_o + prep.var * (n_k - r_o)
+
+
+_ACCUMULATE = {"full": _accumulate_full, "tied": _accumulate_full, "diag": _accumulate_diag, "spherical": _accumulate_diag}
+
+
+# ------------------------------------------------------------------------ block iteration
+
+
+def _compute_dtype(X: np.ndarray) -> np.dtype:
+    return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+
+def _split_block(Xb: np.ndarray):
+    """Split a block into complete rows and incomplete rows (with their mask); drop empty rows.
+
+    Returns the parts as ``(row_index or None, rows, mask or None)`` and the number of
+    rows with no observed value.
+    """
+    if not np.isnan(Xb.sum()):
+        return [(None, Xb, None)], 0
+    mask = np.isnan(Xb)
+    n_miss = mask.sum(axis=1)
+    d = Xb.shape[1]
+    empty = n_miss == d
+    complete = np.flatnonzero(n_miss == 0)
+    partial = np.flatnonzero((n_miss > 0) & ~empty)
+    parts = []
+    if complete.size:
+        parts.append((complete, Xb[complete], None))
+    if partial.size:
+        parts.append((partial, Xb[partial], mask[partial]))
+    return parts, int(empty.sum())
+
+
+def _responsibilities(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise ``logp`` (n, K) in place into responsibilities; return them and log-sum-exp."""
+    top = logp.max(axis=1)
+    if not np.all(np.isfinite(top)):
+        top = np.where(np.isfinite(top), top, 0.0)
+    logp -= top[:, None]
+    np.exp(logp, out=logp)
+    total = logp.sum(axis=1)
+    logp /= total[:, None]
+    return logp, top + np.log(total)
+
+
+def _raise_if_not_finite(lse: np.ndarray, rows: np.ndarray) -> None:
+    if np.all(np.isfinite(lse)):
+        return
+    bad = np.flatnonzero(~np.isfinite(lse))
+    if np.isinf(rows[bad]).any():
+        raise InvalidInputError(
+            "X contains infinity; mark a missing value with NaN, or remove or clip the row"
+        )
+    raise InvalidInputError("the log-likelihood of some rows is not finite; check X and the parameters")
+
+
+def chunk_statistics(
+    X: np.ndarray,
+    params: GaussianParams,
+    *,
+    sample_weight: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+) -> SufficientStats:
+    """E-step over one chunk: the chunk's expected sufficient statistics.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        float32 or float64; NaN marks a missing value.
+    params : GaussianParams
+        The parameters of the E-step.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Non-negative row weights (1 by default).
+    shift : ndarray of shape (n_features,), optional
+        Point the rows are centred on before any product (``Σ π_k μ_k`` by default). It
+        changes rounding only, never the result.
+
+    Returns
+    -------
+    SufficientStats
+        Statistics centred on ``params.means``.
+    """
+    X = np.asarray(X)
+    dtype = _compute_dtype(X)
+    prep = _prepare(params, dtype, shift)
+    acc = SufficientStats.zeros(params.means, prep.diagonal)
+    accd = {"N": acc.N, "S1": acc.S1, "S2": acc.S2}
+    loglik = n_rows = 0.0
+    n_empty = 0
+    counts = np.zeros(X.shape[1], np.int64)
+    log_prob, accumulate = _LOG_PROB[params.covariance_type], _ACCUMULATE[params.covariance_type]
+    step = block_rows(*params.means.shape)
+    for start in range(0, X.shape[0], step):
+        Xb = X[start : start + step]
+        wb = None if sample_weight is None else sample_weight[start : start + step]
+        parts, empty = _split_block(Xb)
+        n_empty += empty
+        for rows_idx, rows, mask in parts:
+            w = np.ones(rows.shape[0]) if wb is None else (wb if rows_idx is None else wb[rows_idx])
+            Xc = np.subtract(rows, prep.shift, dtype=dtype)
+            logp, aux = log_prob(Xc, mask, prep)
+            rw, lse = _responsibilities(logp)
+            _raise_if_not_finite(lse, rows)
+            rw *= w[:, None]
+            accd["N"] += rw.sum(axis=0)
+            accumulate(aux, mask, rw, prep, accd)
+            loglik += float(w @ lse)
+            n_rows += float(w.sum())
+            counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
+    return SufficientStats(acc.N, acc.S1, acc.S2, acc.center, loglik, n_rows, n_empty, counts)
+
+
+def estimate_weighted_log_prob(X: np.ndarray, params: GaussianParams) -> np.ndarray:
+    """``log π_k + log N(x_o; μ_o, Σ_oo)`` for every row and component.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    params : GaussianParams
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_components)
+        float64; NaN on rows with no observed value.
+    """
+    X = np.asarray(X)
+    dtype = _compute_dtype(X)
+    prep = _prepare(params, dtype, None)
+    out = np.full((X.shape[0], params.n_components), np.nan)
+    log_prob = _LOG_PROB[params.covariance_type]
+    step = block_rows(*params.means.shape)
+    for start in range(0, X.shape[0], step):
+        Xb = X[start : start + step]
+        parts, _ = _split_block(Xb)
+        for rows_idx, rows, mask in parts:
+            logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=dtype), mask, prep)
+            _raise_if_not_finite(logp.max(axis=1), rows)
+            if rows_idx is None:
+                out[start : start + rows.shape[0]] = logp
+            else:
+                out[start + rows_idx] = logp
+    return out
+
+
+# --------------------------------------------------------------------------- the M-step
+
+
+def _centred_scatter(stats: SufficientStats, nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``m_k = μ_new − center`` and ``A_k = Σ w r (x̂ − μ_new)(x̂ − μ_new)ᵀ + C``."""
+    m = stats.S1 / nk[:, None]
+    if stats.diagonal:
+        a = stats.S2 - 2.0 * stats.S1 * m + stats.N[:, None] * m**2
+    else:
+        outer = np.einsum("ki,kj->kij", stats.S1, m)
+        a = stats.S2 - outer - outer.transpose(0, 2, 1) + stats.N[:, None, None] * np.einsum("ki,kj->kij", m, m)
+    return m, a
+
+
+def _cov_full(a, nk, reg):
+    cov = a / nk[:, None, None]
+    cov[:, np.arange(a.shape[1]), np.arange(a.shape[1])] += reg
+    return cov
+
+
+def _cov_tied(a, nk, reg):
+    cov = a.sum(axis=0) / nk.sum()
+    cov.flat[:: cov.shape[0] + 1] += reg
+    return cov
+
+
+def _cov_diag(a, nk, reg):
+    return a / nk[:, None] + reg
+
+
+def _cov_spherical(a, nk, reg):
+    return _cov_diag(a, nk, reg).mean(axis=1)
+
+
+_COVARIANCE = {"full": _cov_full, "tied": _cov_tied, "diag": _cov_diag, "spherical": _cov_spherical}
+
+
+def m_step(
+    stats: SufficientStats,
+    *,
+    reg_covar: float,
+    covariance_type: str,
+    previous: GaussianParams | None = None,
+) -> GaussianParams:
+    """Turn merged statistics into parameters (MATH.md, "M-step").
+
+    With no missing values this is scikit-learn's update, including the ``10·eps`` that
+    scikit-learn adds to every ``N_k``.
+
+    Empty components: a component whose responsibility mass ``N_k`` is below
+    ``EMPTY_MASS`` keeps its previous mean and covariance (from ``previous``, when given)
+    and gets the weight its mass gives (≈ 0); an :class:`EmptyComponentWarning` says so.
+
+    Raises
+    ------
+    IllConditionedCovarianceError
+        If a covariance is not positive definite; the message says what to do.
+    """
+    nk = stats.N + 10.0 * np.finfo(np.float64).eps
+    m, a = _centred_scatter(stats, nk)
+    means = stats.center + m
+    cov = _COVARIANCE[covariance_type](a, nk, reg_covar)
+    empty = stats.N < EMPTY_MASS
+    if empty.any():
+        warnings.warn(
+            f"component(s) {np.flatnonzero(empty).tolist()} received no responsibility; they keep "
+            "their previous mean and covariance. Consider fewer components.",
+            EmptyComponentWarning,
+            stacklevel=2,
+        )
+        means[empty] = stats.center[empty]
+        if previous is not None and covariance_type != "tied":
+            cov[empty] = previous.covariances[empty]
+    weights = nk / nk.sum()
+    return GaussianParams.from_covariances(weights, means, cov, covariance_type)
