@@ -38,6 +38,8 @@ def draw_sample(X, max_rows: int, random_state: np.random.RandomState, sample_we
     if isinstance(X, da.Array):
         X, sample_weight = da.compute(X, sample_weight)
     X = np.asarray(X, dtype=np.float64)
+    if np.isinf(X).any():
+        raise InvalidInputError("X contains infinity; mark a missing value with NaN, or remove or clip the row")
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     usable = ~np.all(np.isnan(X), axis=1)
     if not usable.all():

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _dask
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters
@@ -25,6 +25,8 @@ from ._stats import SufficientStats, estimate_weighted_log_prob, m_step
 from .exceptions import ConvergenceWarning, InvalidInputError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
+
+_CHECK_ARRAY = {"dtype": [np.float64, np.float32], "ensure_all_finite": "allow-nan", "ensure_min_samples": 1}
 
 __all__ = ["GaussianMixture"]
 
@@ -221,38 +223,35 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _validate_X(self, X, *, reset: bool):
         """The data as a NumPy or Dask array of float32/float64; sets or checks the features."""
+        try:
+            return self._validate_X_unchecked(X, reset=reset)
+        except InvalidInputError:
+            raise
+        except ValueError as exc:  # scikit-learn's validation: same message, our error class
+            raise InvalidInputError(str(exc)) from exc
+
+    def _validate_X_unchecked(self, X, *, reset: bool):
+        if getattr(X, "ndim", 2) > 2:
+            raise InvalidInputError(
+                f"X must be 2-D (n_samples, n_features), got a {X.ndim}-D array of shape {X.shape}"
+            )
+        if not _is_dataarray(X) and not isinstance(X, da.Array):
+            return validate_data(self, X, reset=reset, **_CHECK_ARRAY)
         names = None
         if _is_dataarray(X):
             if X.ndim != 2:
                 raise InvalidInputError(f"X must be 2-D (samples, features), got an xarray.DataArray with dims {X.dims}")
             names = _dataarray_feature_names(X)
             X = X.data
-        if isinstance(X, da.Array):
-            X = _check_dask(X)
-            if reset:
-                self.n_features_in_ = X.shape[1]
-                if names is not None:
-                    self.feature_names_in_ = names
-                elif hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            else:
-                self._check_features(X.shape[1], names)
-            return X
-        if names is not None:
-            X = np.asarray(X)
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-            ensure_min_samples=2 if reset else 1,
-        )
-        if names is not None:
-            if reset:
+        X = _check_dask(X) if isinstance(X, da.Array) else check_array(X, **_CHECK_ARRAY)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            if names is not None:
                 self.feature_names_in_ = names
-            else:
-                self._check_features(X.shape[1], names)
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        else:
+            self._check_features(X.shape[1], names)
         return X
 
     def _check_features(self, n_features: int, names) -> None:

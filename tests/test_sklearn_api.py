@@ -1,0 +1,162 @@
+"""GaussianMixture is a well-behaved scikit-learn estimator, and saves without pickle."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import gmm_stream
+from gmm_stream import GaussianMixture, load_model
+from gmm_stream.exceptions import GMMStreamError, ModelFormatError
+from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture
+
+
+def _expected_failed_checks(estimator):
+    if estimator.n_components == 1:
+        return {}
+    # As for sklearn's KMeans: a random initialisation drawn from shuffled, repeated rows
+    # differs from one drawn from weighted rows. With the same initial parameters the
+    # equivalence holds exactly (test_chunking.py::test_integer_sample_weight_equals_repeated_rows).
+    return {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "random initialisation: sample_weight is not equivalent to repeating samples"
+        )
+    }
+
+
+@parametrize_with_checks(
+    [GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def X():
+    X, *_ = make_mixture(300, 3, 3, seed=70, separation=3.0, shift=50.0)
+    return X
+
+
+def test_pipeline_standard_scaler(X):
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(3, random_state=0)).fit(X)
+    Xs = StandardScaler().fit_transform(X)
+    gm = GaussianMixture(3, random_state=0).fit(Xs)
+    np.testing.assert_array_equal(pipe.predict(X), gm.predict(Xs))
+    np.testing.assert_allclose(pipe.score_samples(X), gm.score_samples(Xs), rtol=1e-10)
+
+
+def test_get_set_params_and_clone():
+    gm = GaussianMixture(4, covariance_type="tied", reg_covar=1e-4, random_state=3)
+    params = gm.get_params()
+    assert params["n_components"] == 4 and params["covariance_type"] == "tied"
+    assert params["reg_covar"] == 1e-4 and params["random_state"] == 3
+    gm.set_params(n_components=2, tol=1e-5)
+    assert gm.n_components == 2 and gm.tol == 1e-5
+    c = clone(gm)
+    assert c is not gm and c.get_params() == gm.get_params()
+    assert not hasattr(c, "means_")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=5 on purpose
+def test_fit_predict_equals_fit_then_predict(X):
+    a = GaussianMixture(3, random_state=0, max_iter=5).fit_predict(X)
+    b = GaussianMixture(3, random_state=0, max_iter=5).fit(X).predict(X)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample(X, covariance_type):
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    Xs, ys = gm.sample(20_000)
+    assert Xs.shape == (20_000, 3) and ys.shape == (20_000,)
+    counts = np.bincount(ys, minlength=3) / 20_000
+    np.testing.assert_allclose(counts, gm.weights_, atol=0.02)  # ~5 standard errors
+    for k in range(3):
+        np.testing.assert_allclose(Xs[ys == k].mean(axis=0), gm.means_[k], atol=0.15)
+
+
+# ------------------------------------------------------------------------ save / load
+
+ATTRIBUTES = (
+    "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+    "converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_", "n_empty_rows_",
+)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_save_load_round_trip(tmp_path, X, covariance_type):
+    Xm = add_missing(X, 0.1, seed=71)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0, reg_covar=1e-5).fit(Xm)
+    path = tmp_path / "m"
+    gm.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded, GaussianMixture)
+    assert loaded.get_params() == gm.get_params()
+    for name in ATTRIBUTES:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(gm, name), err_msg=name)
+    np.testing.assert_array_equal(loaded.predict(Xm), gm.predict(Xm))
+    np.testing.assert_array_equal(loaded.predict_proba(Xm), gm.predict_proba(Xm))
+    np.testing.assert_array_equal(loaded.score_samples(Xm), gm.score_samples(Xm))
+
+    # No pickle anywhere: JSON metadata and an npz that loads with allow_pickle=False.
+    files = sorted(p.name for p in path.iterdir())
+    assert files == ["arrays.npz", "model.json"], files
+    json.loads((path / "model.json").read_text())
+    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        for key in npz.files:
+            assert npz[key].dtype != object
+    with zipfile.ZipFile(path / "arrays.npz") as zf:
+        for name in zf.namelist():
+            assert b"\x80\x04\x95" not in zf.read(name)[:64], name  # no pickle protocol 4 header
+
+
+def test_save_load_keeps_feature_names(tmp_path, X):
+    import pandas as pd
+
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    gm = GaussianMixture(2, random_state=0).fit(df)
+    gm.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.feature_names_in_, ["a", "b", "c"])
+    np.testing.assert_array_equal(loaded.predict(df), gm.predict(df))
+
+
+def test_save_refuses_to_overwrite(tmp_path, X):
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    gm.save(tmp_path / "m")
+    before = (tmp_path / "m" / "arrays.npz").read_bytes()
+    other = GaussianMixture(3, random_state=1).fit(X)
+    with pytest.raises((FileExistsError, GMMStreamError), match=r"(?i)overwrite"):
+        other.save(tmp_path / "m")
+    assert (tmp_path / "m" / "arrays.npz").read_bytes() == before
+    other.save(tmp_path / "m", overwrite=True)
+    assert load_model(tmp_path / "m").n_components == 3
+
+
+def test_save_unfitted_model_fails(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        GaussianMixture(2).save(tmp_path / "m")
+
+
+def test_load_model_rejects_bad_directory(tmp_path):
+    with pytest.raises((ModelFormatError, FileNotFoundError)):
+        load_model(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.json").write_text("{}")
+    with pytest.raises(ModelFormatError):
+        load_model(bad)
+
+
+def test_version_is_exposed():
+    assert isinstance(gmm_stream.__version__, str) and gmm_stream.__version__
