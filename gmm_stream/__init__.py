@@ -7,18 +7,21 @@
 """
 
 from ._params import GaussianParams
-from ._persist import load_model
+from ._persist import load_model, load_state, save_state
 from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step
 from ._version import __version__
-from .mixture import GaussianMixture
+from .mixture import EMState, GaussianMixture
 
 __all__ = [
+    "EMState",
     "GaussianMixture",
     "GaussianParams",
     "SufficientStats",
     "chunk_statistics",
     "estimate_weighted_log_prob",
     "load_model",
+    "load_state",
+    "save_state",
     "m_step",
     "__version__",
 ]

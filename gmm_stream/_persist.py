@@ -129,3 +129,72 @@ def load_model(path):
     model.lower_bounds_ = np.asarray(meta["lower_bounds"])
     model.n_empty_rows_ = meta["n_empty_rows"]
     return model
+
+
+# ------------------------------------------------------------------------- EM checkpoints
+
+STATE_FORMAT = "gmm-stream-em-state"
+
+
+def _params_arrays(prefix: str, p: GaussianParams) -> dict:
+    return {f"{prefix}{name}": np.asarray(getattr(p, name)) for name in _ARRAYS}
+
+
+def _params_from(arrays, prefix: str, covariance_type: str) -> GaussianParams:
+    a = {name: arrays[f"{prefix}{name}"] for name in _ARRAYS}
+    return GaussianParams(a["weights"], a["means"], a["precisions_cholesky"], covariance_type, a["covariances"])
+
+
+def save_state(state, path, *, overwrite: bool = True) -> None:
+    """Write an :class:`~gmm_stream.mixture.EMState` (a checkpoint) to a directory, atomically."""
+    arrays = _params_arrays("params_", state.params)
+    best = state.best
+    meta = {
+        "format": STATE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gmm_stream_version": __version__,
+        "covariance_type": state.params.covariance_type,
+        "init": state.init,
+        "n_iter": state.n_iter,
+        "lower_bounds": [float(v) for v in state.lower_bounds],
+        "converged": bool(state.converged),
+        "n_empty": int(state.n_empty),
+        "best": None if best is None else {k: _jsonable(v) for k, v in best.items() if k != "params"},
+    }
+    if best is not None:
+        arrays.update(_params_arrays("best_", best["params"]))
+    if state.stats is not None:
+        arrays.update({f"stats_{k}": v for k, v in state.stats.to_arrays().items()})
+
+    def write(tmp: Path) -> None:
+        np.savez(tmp / "state.npz", **arrays)
+        (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    write_atomically(Path(path), write, overwrite=overwrite)
+
+
+def load_state(path):
+    """Read a checkpoint written by :func:`save_state`."""
+    from ._stats import SufficientStats
+    from .mixture import EMState
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        with np.load(path / "state.npz", allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{path} is not a gmm-stream checkpoint: {exc.filename} is missing") from None
+    except (KeyError, ValueError, OSError) as exc:
+        raise ModelFormatError(f"{path}: cannot read the checkpoint ({exc})") from None
+    if meta.get("format") != STATE_FORMAT:
+        raise ModelFormatError(f"{path}/state.json is not a gmm-stream checkpoint")
+    ct = meta["covariance_type"]
+    best = None
+    if meta["best"] is not None:
+        best = dict(meta["best"], params=_params_from(arrays, "best_", ct))
+    stats = None
+    if "stats_N" in arrays:
+        stats = SufficientStats.from_arrays({k[len("stats_"):]: v for k, v in arrays.items() if k.startswith("stats_")})
+    return EMState(meta["init"], meta["n_iter"], _params_from(arrays, "params_", ct), meta["lower_bounds"],
+                   meta["converged"], meta["n_empty"], best, stats)

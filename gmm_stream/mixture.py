@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import dask.array as da
@@ -28,7 +29,52 @@ logger = logging.getLogger(__name__)
 
 _CHECK_ARRAY = {"dtype": [np.float64, np.float32], "ensure_all_finite": "allow-nan", "ensure_min_samples": 1}
 
-__all__ = ["GaussianMixture"]
+__all__ = ["EMState", "GaussianMixture"]
+
+
+# ----------------------------------------------------------------------------- EM state
+
+
+@dataclass(frozen=True, eq=False)
+class EMState:
+    """Where a fit stands after an EM iteration: enough to report progress and to resume.
+
+    Attributes
+    ----------
+    init : int
+        Index of the initialisation being run (0 ≤ init < n_init).
+    n_iter : int
+        Iterations done in this initialisation.
+    params : GaussianParams
+        Parameters after the last M-step.
+    lower_bounds : list of float
+        Lower bound of each iteration of this initialisation.
+    converged : bool
+    n_empty : int
+        Rows with no observed value.
+    best : dict or None
+        Result of the best finished initialisation (keys ``params, converged, n_iter,
+        lower_bound, lower_bounds, n_empty``).
+    stats : SufficientStats or None
+        Statistics of the last E-step.
+    """
+
+    init: int
+    n_iter: int
+    params: GaussianParams
+    lower_bounds: list = field(default_factory=list)
+    converged: bool = False
+    n_empty: int = 0
+    best: dict | None = None
+    stats: SufficientStats | None = None
+
+    @property
+    def lower_bound(self) -> float:
+        return self.lower_bounds[-1] if self.lower_bounds else -np.inf
+
+    def result(self) -> dict:
+        return {"params": self.params, "converged": self.converged, "n_iter": self.n_iter,
+                "lower_bound": self.lower_bound, "lower_bounds": list(self.lower_bounds), "n_empty": self.n_empty}
 
 
 # ------------------------------------------------------------------ block functions (pure)
@@ -281,7 +327,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -------------------------------------------------------------------------------- fit
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume_from=None):
         """Estimate the model parameters with EM.
 
         Parameters
@@ -291,6 +337,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row (1 by default).
+        callback : callable, optional
+            Called as ``callback(state)`` with an :class:`EMState` after every EM iteration
+            (for progress reports and checkpoints).
+        resume_from : EMState, optional
+            A state passed to ``callback`` by an earlier, interrupted call with the same
+            data and parameters: the fit continues from it and ends with the model the
+            uninterrupted call would have produced.
 
         Returns
         -------
@@ -309,17 +362,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
-        best = None
-        sample = None
+        needs_sample = do_init and any(v is None for v in inits.values())
+        sample = draw_sample(X, self.init_max_samples, random_state, w) if needs_sample else None
+        best = None if resume_from is None else resume_from.best
         for init in range(n_init):
-            if do_init:
-                if sample is None and (inits["weights"] is None or inits["means"] is None or inits["precisions"] is None):
-                    sample = draw_sample(X, self.init_max_samples, random_state, w)
-                params = self._initial_parameters(sample, inits, random_state)
-            else:
-                params = self._params
-            logger.info("initialisation %d of %d", init + 1, n_init) if self.verbose else None
-            result = self._em(X, w, params)
+            # initial parameters are always drawn, so the random state advances as in an
+            # uninterrupted fit; a resumed init then starts from its checkpoint instead
+            params = self._initial_parameters(sample, inits, random_state) if do_init else self._params
+            if resume_from is not None and init < resume_from.init:
+                continue
+            state = EMState(init=init, n_iter=0, params=params, lower_bounds=[], best=best)
+            if resume_from is not None and init == resume_from.init:
+                state = resume_from
+            if self.verbose:
+                logger.info("initialisation %d of %d", init + 1, n_init)
+            state = self._em(X, w, state, callback)
+            result = state.result()
             if best is None or result["lower_bound"] > best["lower_bound"]:
                 best = result
         self._params = best["params"]
@@ -358,13 +416,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return GaussianParams(weights, means, chol, self.covariance_type)
         return GaussianParams(weights, means, params.precisions_cholesky, self.covariance_type, params.covariances)
 
-    def _em(self, X, w, params: GaussianParams) -> dict:
-        lower_bounds: list[float] = []
-        previous = -np.inf
-        converged = False
-        n_empty = 0
-        n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+    def _em(self, X, w, state: EMState, callback) -> EMState:
+        """Run EM from ``state`` until convergence or ``max_iter``."""
+        params = state.params
+        lower_bounds = list(state.lower_bounds)
+        previous = lower_bounds[-1] if lower_bounds else -np.inf
+        converged = state.converged
+        n_empty = state.n_empty
+        n_iter = state.n_iter
+        while not converged and n_iter < self.max_iter:
+            n_iter += 1
             stats = _dask.statistics(X, params, w)
             if n_iter == 1:
                 n_empty = self._check_first_statistics(stats, X.shape[0])
@@ -373,16 +434,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             lower_bounds.append(lower_bound)
             if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
                 logger.info("iteration %d: lower bound %.8g", n_iter, lower_bound)
-            if abs(lower_bound - previous) < self.tol:
-                converged = True
-                break
+            converged = abs(lower_bound - previous) < self.tol
             previous = lower_bound
-        lb = lower_bounds[-1] if lower_bounds else -np.inf
+            state = EMState(state.init, n_iter, params, lower_bounds, converged, n_empty, state.best, stats)
+            if callback is not None:
+                callback(state)
         if self.verbose:
             logger.info("initialisation %s after %d iterations, lower bound %.8g",
-                        "converged" if converged else "did not converge", n_iter, lb)
-        return {"params": params, "converged": converged, "n_iter": n_iter, "lower_bound": lb,
-                "lower_bounds": lower_bounds, "n_empty": n_empty}
+                        "converged" if converged else "did not converge", n_iter, previous)
+        return state
 
     def _check_first_statistics(self, stats: SufficientStats, n_samples: int) -> int:
         empty_features = np.flatnonzero(stats.feature_counts == 0)
