@@ -37,23 +37,29 @@ def _gather_cholesky(P, idx, c, A):
 
 @njit(cache=True, nogil=True)
 def condition_rows(W, mask, P, quad, logdet_pmm, Z):
-    """Marginalise the missing entries of each row, for one component.
+    """Marginalise the missing entries of each row, for every component.
 
     Parameters
     ----------
-    W : ndarray of shape (n, d)
-        ``P z`` for each row, with ``z_m = 0``.
+    W : ndarray of shape (K, n, d)
+        ``P_k z`` for each component and row, with ``z_m = 0``.
     mask : bool ndarray of shape (n, d)
         True where the value is missing.
-    P : float64 ndarray of shape (d, d)
-        The component's precision.
-    quad : float64 ndarray of shape (n,)
+    P : float64 ndarray of shape (K, d, d)
+        The components' precisions.
+    quad : float64 ndarray of shape (K, n)
         On entry ``zᵀ P z``; on exit the Mahalanobis term of the observed entries.
-    logdet_pmm : float64 ndarray of shape (n,)
+    logdet_pmm : float64 ndarray of shape (K, n)
         Out: ``log det P_mm`` (0 for a complete row).
-    Z : ndarray of shape (n, d)
+    Z : ndarray of shape (K, n, d)
         Centred rows; on exit the missing entries hold ``E[x_m | x_o] − μ_m``.
     """
+    for k in range(W.shape[0]):
+        _condition_rows_one(W[k], mask, P[k], quad[k], logdet_pmm[k], Z[k])
+
+
+@njit(cache=True, nogil=True)
+def _condition_rows_one(W, mask, P, quad, logdet_pmm, Z):
     n, d = W.shape
     idx = np.empty(d, np.int64)
     A = np.empty((d, d))
@@ -91,17 +97,23 @@ def condition_rows(W, mask, P, quad, logdet_pmm, Z):
 
 @njit(cache=True, nogil=True)
 def add_conditional_covariances(mask, P, r, S2):
-    """``S2 += Σ_i r_i · P_mm,i⁻¹`` placed at the missing rows and columns of each row.
+    """``S2_k += Σ_i r_ik · P_k,mm,i⁻¹`` placed at the missing rows and columns of each row.
 
     Parameters
     ----------
     mask : bool ndarray of shape (n, d)
-    P : float64 ndarray of shape (d, d)
-    r : float64 ndarray of shape (n,)
-        Weighted responsibilities of the component.
-    S2 : float64 ndarray of shape (d, d)
+    P : float64 ndarray of shape (K, d, d)
+    r : float64 ndarray of shape (K, n)
+        Weighted responsibilities.
+    S2 : float64 ndarray of shape (K, d, d)
         Accumulator, updated in place (lower and upper triangles).
     """
+    for k in range(P.shape[0]):
+        _add_conditional_covariances_one(mask, P[k], r[k], S2[k])
+
+
+@njit(cache=True, nogil=True)
+def _add_conditional_covariances_one(mask, P, r, S2):
     n, d = mask.shape
     idx = np.empty(d, np.int64)
     A = np.empty((d, d))

@@ -26,7 +26,7 @@ from .exceptions import EmptyComponentWarning, InvalidInputError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: bytes of the per-block work buffer (K × rows × d values); sets the block length
-BLOCK_BYTES = 48 * 2**20
+BLOCK_BYTES = 4 * 2**20
 #: a component with less responsibility mass than this is "empty" (see ``m_step``)
 EMPTY_MASS = 1e-8
 
@@ -143,6 +143,7 @@ class _Prepared:
     centers: np.ndarray  # (K, d) means − shift, in dtype
     logdet: np.ndarray  # (K,) log det L_k
     chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
+    chol_t: np.ndarray | None = None  # (K, d, d) transposed factors, contiguous
     prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec: np.ndarray | None = None  # (K, d) in dtype (diag/spherical)
     log_prec_chol: np.ndarray | None = None  # (K, d) (diag/spherical)
@@ -177,6 +178,7 @@ def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) 
     if kind in ("full", "tied"):
         chol = np.broadcast_to(pc, (k, d, d))
         prep.chol = np.ascontiguousarray(chol, dtype=dtype)
+        prep.chol_t = np.ascontiguousarray(prep.chol.transpose(0, 2, 1))
         prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
     else:
         pcd = np.broadcast_to(pc[:, None] if kind == "spherical" else pc, (k, d))
@@ -208,40 +210,41 @@ _ws = _Workspace()
 def block_rows(n_components: int, n_features: int) -> int:
     """Rows per block so that the K × rows × d work buffer stays near ``BLOCK_BYTES``."""
     rows = BLOCK_BYTES // (8 * n_components * max(n_features, 1))
-    return int(np.clip(rows, 256, 65536))
+    return int(np.clip(rows, 512, 16384))
 
 
 # --------------------------------------------------------------------------- the E-step
 
 
 def _log_prob_full(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and the completed centred rows Z (K, n, d)."""
+    """Weighted log-probabilities (n, K) and the completed centred rows Z (K, n, d).
+
+    All components are handled by stacked calls: ``Z_k = X − μ_k`` (missing entries 0),
+    ``Y_k = Z_k L_k`` (one batched GEMM), ``‖Y_k‖²`` per row; rows with missing entries
+    then go through :func:`condition_rows` with ``W_k = Y_k L_kᵀ = P_k z``.
+    """
     n, d = Xc.shape
     k = prep.centers.shape[0]
     Z = _ws.get("Z", (k, n, d), prep.dtype)
-    Y = _ws.get("Y", (n, d), prep.dtype)
-    logp = np.empty((n, k))
-    quad = np.empty(n)
+    Y = _ws.get("Y", (k, n, d), prep.dtype)
+    np.subtract(Xc[None], prep.centers[:, None, :], out=Z)
     if mask is not None:
-        W = _ws.get("W", (n, d), prep.dtype)
-        logdet_pmm = np.empty(n)
+        np.copyto(Z, 0, where=mask[None])
+    np.matmul(Z, prep.chol, out=Y)
+    quad = np.einsum("knd,knd->kn", Y, Y).astype(np.float64, copy=False)
+    const = prep.log_weights + prep.logdet
+    if mask is None:
+        logp = quad
+        logp *= -0.5
+        logp += (const - 0.5 * d * LOG_2PI)[:, None]
+    else:
+        W = _ws.get("W", (k, n, d), prep.dtype)
+        np.matmul(Y, prep.chol_t, out=W)  # W = P z
+        logdet_pmm = np.empty((k, n))
+        condition_rows(W, mask, prep.prec64, quad, logdet_pmm, Z)
         n_obs = d - mask.sum(axis=1)
-    for j in range(k):
-        Zj = Z[j]
-        np.subtract(Xc, prep.centers[j], out=Zj)
-        if mask is not None:
-            np.putmask(Zj, mask, 0)
-        np.matmul(Zj, prep.chol[j], out=Y)
-        quad[:] = np.einsum("ij,ij->i", Y, Y)
-        col = logp[:, j]
-        if mask is None:
-            np.multiply(quad, -0.5, out=col)
-            col += prep.log_weights[j] + prep.logdet[j] - 0.5 * d * LOG_2PI
-        else:
-            np.matmul(Y, prep.chol[j].T, out=W)
-            condition_rows(W, mask, prep.prec64[j], quad, logdet_pmm, Zj)
-            col[:] = prep.log_weights[j] + prep.logdet[j] - 0.5 * (quad + logdet_pmm + n_obs * LOG_2PI)
-    return logp, Z
+        logp = const[:, None] - 0.5 * (quad + logdet_pmm + n_obs * LOG_2PI)
+    return logp.T, Z
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
@@ -275,16 +278,15 @@ _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_d
 
 
 def _accumulate_full(Z, mask, rw, prep: _Prepared, acc: dict) -> None:
-    rwt = rw.astype(prep.dtype, copy=False)
-    n = rw.shape[0]
-    tmp = _ws.get("T", (n, Z.shape[2]), prep.dtype)
-    for j in range(Z.shape[0]):
-        Zj = Z[j]
-        acc["S1"][j] += rwt[:, j] @ Zj
-        np.multiply(Zj, rwt[:, j, None], out=tmp)
-        acc["S2"][j] += tmp.T @ Zj
-        if mask is not None:
-            add_conditional_covariances(mask, prep.prec64[j], rw[:, j], acc["S2"][j])
+    k, n, d = Z.shape
+    rk = np.ascontiguousarray(rw.T)  # (K, n)
+    rkt = rk.astype(prep.dtype, copy=False)
+    acc["S1"] += np.matmul(rkt[:, None, :], Z)[:, 0, :]
+    T = _ws.get("Y", (k, n, d), prep.dtype)
+    np.multiply(Z, rkt[:, :, None], out=T)
+    acc["S2"] += np.matmul(T.transpose(0, 2, 1), Z)
+    if mask is not None:
+        add_conditional_covariances(mask, prep.prec64, rk, acc["S2"])
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
