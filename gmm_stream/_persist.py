@@ -34,6 +34,8 @@ def _jsonable(value):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return None  # e.g. a RandomState instance: not reproducible from a file
 
 
