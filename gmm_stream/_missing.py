@@ -22,6 +22,17 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _missing_indices(mask_row, idx):
+    """Write the indices of the missing entries of a row into ``idx``; return their count."""
+    c = 0
+    for j in range(mask_row.shape[0]):
+        if mask_row[j]:
+            idx[c] = j
+            c += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
 def _gather_cholesky(P, idx, c, A):
     """Lower Cholesky factor of ``P[idx[:c], idx[:c]]`` into ``A[:c, :c]``."""
     for a in range(c):
@@ -66,11 +77,7 @@ def _condition_rows_one(W, mask, P, quad, logdet_pmm, Z):
     v = np.empty(d)
     u = np.empty(d)
     for i in range(n):
-        c = 0
-        for j in range(d):
-            if mask[i, j]:
-                idx[c] = j
-                c += 1
+        c = _missing_indices(mask[i], idx)
         if c == 0:
             logdet_pmm[i] = 0.0
             continue
@@ -121,11 +128,7 @@ def _add_conditional_covariances_one(mask, P, r, S2):
     for i in range(n):
         if r[i] == 0.0:
             continue
-        c = 0
-        for j in range(d):
-            if mask[i, j]:
-                idx[c] = j
-                c += 1
+        c = _missing_indices(mask[i], idx)
         if c == 0:
             continue
         _gather_cholesky(P, idx, c, A)

@@ -357,8 +357,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise InvalidInputError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, n_samples = {n}"
             )
-        if not isinstance(X, da.Array):
-            _check_numpy_columns(X, self.n_components)
+        if not isinstance(X, da.Array):  # cheap in memory; Dask input is checked by the first pass
+            observed = ~np.isnan(X)
+            self._check_usable(observed.sum(axis=0), int(observed.any(axis=1).sum()))
         random_state = check_random_state(self.random_state)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
@@ -445,21 +446,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return state
 
     def _check_first_statistics(self, stats: SufficientStats, n_samples: int) -> int:
-        empty_features = np.flatnonzero(stats.feature_counts == 0)
+        self._check_usable(stats.feature_counts, n_samples - stats.n_empty)
+        if stats.n_rows <= 0:
+            raise InvalidInputError("the total sample_weight of the usable rows is 0")
+        return stats.n_empty
+
+    def _check_usable(self, feature_counts: np.ndarray, n_usable: int) -> None:
+        """Every feature observed at least once; at least one usable row per component."""
+        empty_features = np.flatnonzero(feature_counts == 0)
         if empty_features.size:
             raise InvalidInputError(
                 f"feature(s) {self._feature_labels(empty_features)} have no observed value "
                 "(the whole column is NaN); drop them before fitting"
             )
-        usable = n_samples - stats.n_empty
-        if usable < self.n_components:
+        if n_usable < self.n_components:
             raise InvalidInputError(
                 f"n_components={self.n_components} is larger than the number of usable rows "
-                f"(rows with at least one observed value): {usable}. Use fewer components or more data."
+                f"(rows with at least one observed value): {n_usable}. Use fewer components or more data."
             )
-        if stats.n_rows <= 0:
-            raise InvalidInputError("the total sample_weight of the usable rows is 0")
-        return stats.n_empty
 
     def _feature_labels(self, indices) -> list:
         names = getattr(self, "feature_names_in_", None)
@@ -634,20 +638,3 @@ def _check_dask(X: da.Array) -> da.Array:
     if any(np.isnan(c) for c in X.chunks[0]):
         raise InvalidInputError("X has unknown chunk sizes; call X.compute_chunk_sizes() first")
     return _dask.as_dask(X)
-
-
-def _check_numpy_columns(X: np.ndarray, n_components: int) -> None:
-    """Checks that would otherwise wait for the first EM pass (cheap on in-memory data)."""
-    observed = ~np.isnan(X)
-    empty_cols = np.flatnonzero(~observed.any(axis=0))
-    if empty_cols.size:
-        raise InvalidInputError(
-            f"feature(s) {empty_cols.tolist()} have no observed value (the whole column is NaN); "
-            "drop them before fitting"
-        )
-    usable = int(observed.any(axis=1).sum())
-    if usable < n_components:
-        raise InvalidInputError(
-            f"n_components={n_components} is larger than the number of usable rows "
-            f"(rows with at least one observed value): {usable}. Use fewer components or more data."
-        )
