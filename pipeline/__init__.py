@@ -1,0 +1,41 @@
+"""gmm-stream's data layer: open sources lazily, preprocess out of core, write results safely.
+
+It knows files, formats and preprocessing, and nothing of orchestration: it imports
+:mod:`gmm_stream`, never ``flows`` or Prefect.
+
+- :mod:`pipeline.sources` -- Zarr, Parquet and AnnData as ``(sample, feature)`` DataArrays;
+- :mod:`pipeline.preprocess` -- ``log1p``, standardisation and PCA fitted out of core;
+- :mod:`pipeline.results` -- lazy labels / probabilities / log-densities of a model;
+- :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped;
+- :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
+"""
+
+from __future__ import annotations
+
+from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
+from pipeline.provenance import make_provenance
+from pipeline.results import Results, model_params, predict_results
+from pipeline.sinks import AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
+from pipeline.sources import AnnDataSource, ParquetSource, Source, ZarrSource, make_source, open_source
+
+__all__ = [
+    "Source",
+    "ZarrSource",
+    "ParquetSource",
+    "AnnDataSource",
+    "make_source",
+    "open_source",
+    "Preprocessor",
+    "Log1p",
+    "Standardize",
+    "PCA",
+    "Results",
+    "predict_results",
+    "model_params",
+    "Sink",
+    "ZarrSink",
+    "ParquetSink",
+    "AnnDataSink",
+    "make_sink",
+    "make_provenance",
+]

@@ -1,0 +1,215 @@
+"""AnnData sink: a copy of the input AnnData with the results added where scverse users look."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+import zarr
+from anndata.experimental import read_elem_lazy
+from anndata.io import write_elem
+
+from pipeline.exceptions import SinkError, SourceNotFoundError
+from pipeline.provenance import canonical_json
+from pipeline.results import Results
+from pipeline.sinks.base import Sink, str_block
+from pipeline.sources.anndata_source import anndata_format
+
+__all__ = ["AnnDataSink"]
+
+logger = logging.getLogger(__name__)
+
+Group = h5py.Group | zarr.Group
+
+
+def _codes_dtype(n_components: int) -> np.dtype[Any]:
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_components <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def _to_uns(value: Any) -> Any:
+    """A JSON-able value as anndata can store it in ``uns``.
+
+    Mappings stay mappings, homogeneous lists become arrays, ``None`` stays ``None``;
+    anything anndata cannot store (mixed lists, lists holding ``None``) becomes JSON text.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _to_uns(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return np.asarray([], dtype=np.float64)
+        if all(isinstance(v, str) for v in value):
+            return np.asarray(value, dtype=object)
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged
+            return canonical_json(list(value))
+        return array if array.dtype.kind in "biuf" else canonical_json(list(value))
+    return value
+
+
+def _delete(group: Group, key: str) -> None:
+    if key in group:
+        del group[key]
+
+
+class AnnDataSink(Sink):
+    """Copy the input AnnData and add the results to the copy.
+
+    What is added (``key`` is ``key_added``, default ``"gmm"``):
+
+    - ``obs[key]``: categorical labels, categories ``"0" ... "K-1"``; a row with no
+      observed value gets a missing category (NaN);
+    - ``obsm[key + "_proba"]``: posterior probabilities, float32 (n_obs, K);
+    - ``obs[key + "_logdens"]``: log-density of each cell, float64 (the anomaly score);
+    - ``uns[key]``: ``encoding_type`` (``"gmm_stream_result"``), ``encoding_version``,
+      ``params`` (weights, means, covariances, ...), ``settings`` and ``provenance``.
+
+    The input (``.h5ad`` file or AnnData Zarr store) is copied byte for byte into the
+    hidden temporary sibling, the new elements are written into the copy (``X`` is
+    never loaded) and the copy is renamed into place. The three per-cell arrays are
+    created with anndata's ``array`` encoding and filled by a single
+    ``dask.array.store``, chunk by chunk, so each row chunk is computed once; the
+    categories and ``uns`` go through anndata's own writer (``anndata.io.write_elem``).
+    Existing elements of the same names in the copy are replaced. The output has the
+    input's format (a file for ``.h5ad``, a directory for Zarr; Zarr metadata are
+    re-consolidated). If the results carry sample ids they must equal the input's
+    ``obs_names``, in order (checked in one pass over the ids before writing).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output path (``.h5ad`` file or Zarr directory), not the input.
+    input_path : str or os.PathLike
+        The AnnData the results were computed from (local).
+    key_added : str, default "gmm"
+    overwrite : bool, default False
+    """
+
+    kind = "anndata"
+
+    def __init__(self, path: str | os.PathLike[str], input_path: str | os.PathLike[str], *,
+                 key_added: str = "gmm", overwrite: bool = False) -> None:
+        super().__init__(path, overwrite=overwrite)
+        self.input_path = Path(input_path).expanduser().absolute()
+        if not key_added or "/" in key_added:
+            raise SinkError(f"key_added must be a non-empty name without '/', got {key_added!r}")
+        self.key_added = key_added
+
+    def write(self, results: Results, *, provenance: Mapping[str, Any],
+              settings: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> Path:
+        if not self.input_path.exists():
+            raise SourceNotFoundError(f"AnnData input {self.input_path} does not exist; check input_path")
+        self._check_not_input({"input": {"path": str(self.input_path)}})
+        return super().write(results, provenance=provenance, settings=settings, params=params)
+
+    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*autosharding.*", category=UserWarning)
+            self._copy_and_add(tmp, results, stamp, params)
+
+    def _copy_and_add(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        if anndata_format(str(self.input_path)) == "h5ad":
+            shutil.copyfile(self.input_path, tmp)
+            with h5py.File(tmp, "r+") as root:
+                self._add(root, results, stamp, params)
+            return
+        shutil.copytree(self.input_path, tmp)
+        root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
+        self._add(root, results, stamp, params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns that consolidated v3 metadata are not in the spec
+            zarr.consolidate_metadata(str(tmp))
+
+    def _add(self, root: Group, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        self._check_rows(root, results)
+        key = self.key_added
+        obs = root["obs"]
+        obsm = root["obsm"] if "obsm" in root else _new_dict_group(root, "obsm")
+        for group, name in ((obs, key), (obs, f"{key}_logdens"), (obsm, f"{key}_proba")):
+            _delete(group, name)
+        codes = results.labels.astype(_codes_dtype(results.n_components))
+        categorical = self._categorical_group(obs, key, results.n_components)
+        pairs = [(codes, categorical, "codes"), (results.logdens, obs, f"{key}_logdens"),
+                 (results.proba, obsm, f"{key}_proba")]
+        targets = [_empty_array(group, name, array) for array, group, name in pairs]
+        if results.n_samples:  # one pass: the three arrays share their chunks' computation
+            da.store([array for array, _, _ in pairs], targets, lock=isinstance(root, h5py.Group))
+        order = [c for c in _column_order(obs) if c not in (key, f"{key}_logdens")] + [key, f"{key}_logdens"]
+        obs.attrs["column-order"] = np.asarray(order, dtype=object) if isinstance(root, h5py.Group) else order
+        uns = root["uns"] if "uns" in root else _new_dict_group(root, "uns")
+        _delete(uns, key)
+        write_elem(uns, key, _to_uns(self._uns_entry(stamp, params)))
+
+    def _uns_entry(self, stamp: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "encoding_type": stamp["encoding-type"],
+            "encoding_version": stamp["encoding-version"],
+            "params": params,
+            "settings": json.loads(canonical_json(stamp["settings"])),
+            "provenance": json.loads(canonical_json(stamp["provenance"])),
+        }
+
+    def _check_rows(self, root: Group, results: Results) -> None:
+        obs = root["obs"]
+        index = read_elem_lazy(obs[str(obs.attrs["_index"])], chunks=(results.labels.chunks[0][0] or 1,))
+        if index.shape[0] != results.n_samples:
+            raise SinkError(
+                f"results have {results.n_samples} rows but AnnData {self.input_path} has "
+                f"{index.shape[0]} cells; write results computed from this AnnData"
+            )
+        if results.sample_ids is None or results.n_samples == 0:
+            return
+        ids = results.sample_ids.map_blocks(str_block, dtype=object)
+        same = da.all(ids == index.rechunk(ids.chunks).map_blocks(str_block, dtype=object))
+        if not bool(same.compute()):
+            raise SinkError(
+                f"the results' sample ids differ from the obs_names of {self.input_path}; "
+                "results must be in the AnnData's cell order"
+            )
+
+    @staticmethod
+    def _categorical_group(obs: Group, key: str, n_components: int) -> Group:
+        group = obs.create_group(key)
+        group.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False})
+        write_elem(group, "categories", np.asarray([str(k) for k in range(n_components)], dtype=object))
+        return group
+
+
+def _empty_array(group: Group, name: str, array: da.Array) -> Any:
+    """A dense array element as anndata encodes it (``encoding-type: array``), chunked like ``array``.
+
+    The data are stored afterwards with one ``dask.array.store`` over all new arrays;
+    anndata's ``write_elem`` would store (and so compute) each array separately.
+    """
+    chunks = tuple(max(c[0], 1) for c in array.chunks) if array.shape[0] else None
+    if isinstance(group, h5py.Group):
+        target = group.create_dataset(name, shape=array.shape, dtype=array.dtype, chunks=chunks)
+    else:
+        target = group.create_array(name, shape=array.shape, dtype=array.dtype, chunks=chunks or "auto")
+    target.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+    return target
+
+
+def _column_order(obs: Group) -> list[str]:
+    order = obs.attrs.get("column-order", [])
+    return [str(c) for c in np.asarray(order).tolist()] if len(order) else []
+
+
+def _new_dict_group(root: Group, name: str) -> Group:
+    group = root.create_group(name)
+    group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+    return group

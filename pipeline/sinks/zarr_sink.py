@@ -1,0 +1,79 @@
+"""Zarr sink: one group with ``sample``, ``labels``, ``proba`` and ``logdens`` arrays."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import zarr
+
+from pipeline.provenance import canonical_json
+from pipeline.results import Results
+from pipeline.sinks.base import Sink, str_block
+
+__all__ = ["ZarrSink"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ids_for_zarr(ids: da.Array) -> da.Array:
+    """Numeric ids as they are; anything else as Python strings."""
+    if ids.dtype.kind in "iuf":
+        return ids
+    return ids.map_blocks(str_block, dtype=object)
+
+
+class ZarrSink(Sink):
+    """Results as a Zarr group that ``xarray.open_zarr`` reads directly.
+
+    Layout (row chunks as the results')::
+
+        <path>/              attrs: encoding-type, encoding-version, provenance, settings
+          sample   (sample,)             sample ids (strings or integers; row numbers if none)
+          labels   (sample,)             int64, -1 where a row has no observed value
+          proba    (sample, component)   float32
+          logdens  (sample,)             float64, the log-density (anomaly score)
+
+    Arrays carry dimension names (``dimension_names`` in v3, ``_ARRAY_DIMENSIONS`` in v2).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Local directory of the new store.
+    overwrite : bool, default False
+    zarr_format : {3, 2}, default 3
+    """
+
+    kind = "zarr"
+
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
+                 zarr_format: Literal[2, 3] = 3) -> None:
+        super().__init__(path, overwrite=overwrite)
+        self.zarr_format = zarr_format
+
+    def _create(self, group: zarr.Group, name: str, array: da.Array, dims: list[str]) -> zarr.Array:
+        chunks = tuple(c[0] if c[0] else 1 for c in array.chunks)
+        dtype: Any = str if array.dtype == object else array.dtype
+        # v2: no fill value, or xarray would read stored zeros as missing (_FillValue)
+        kwargs: dict[str, Any] = {"dimension_names": dims} if self.zarr_format == 3 else {"fill_value": None}
+        target = group.create_array(name, shape=array.shape, chunks=chunks, dtype=dtype, **kwargs)
+        if self.zarr_format == 2:
+            target.attrs["_ARRAY_DIMENSIONS"] = dims
+        return target
+
+    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        group = zarr.open_group(str(tmp), mode="w-", zarr_format=self.zarr_format)
+        group.attrs.update(json.loads(canonical_json(stamp)))
+        sources = {
+            "sample": (_ids_for_zarr(results.ids_or_row_numbers()), ["sample"]),
+            "labels": (results.labels, ["sample"]),
+            "proba": (results.proba, ["sample", "component"]),
+            "logdens": (results.logdens, ["sample"]),
+        }
+        targets = [self._create(group, name, arr, dims) for name, (arr, dims) in sources.items()]
+        if results.n_samples:
+            da.store([arr for arr, _ in sources.values()], targets, lock=False)

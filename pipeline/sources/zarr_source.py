@@ -1,0 +1,219 @@
+"""Zarr source: a 2-D array of a Zarr v3 or v2 store, or a variable of an xarray dataset in Zarr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from pipeline._chunks import DEFAULT_CHUNK_BYTES
+from pipeline.exceptions import SelectionError, SourceFormatError
+from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source, as_names
+
+__all__ = ["ZarrSource"]
+
+logger = logging.getLogger(__name__)
+
+
+def _join(*parts: str | None) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    """Dimension names of a v3 array, or xarray's ``_ARRAY_DIMENSIONS`` of a v2 array."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is None:
+        names = array.attrs.get("_ARRAY_DIMENSIONS")
+    if names is None or any(n is None for n in names):
+        return None
+    return tuple(str(n) for n in names)
+
+
+class ZarrSource(Source):
+    """A 2-D array (or an xarray variable) in a Zarr v3 or v2 store.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store: a local directory or an fsspec URL (``s3://...``, ``file://...``).
+    array : str, optional
+        Name of the array inside ``group``. Not needed when ``group`` (or the store
+        root) is itself the array.
+    group : str, optional
+        Path of the group inside the store, e.g. ``"experiments/run1"``.
+    variable : str, optional
+        Name of a variable of an xarray dataset stored in Zarr (opened with
+        :func:`xarray.open_zarr`); exclusive with ``array``. The variable's two
+        dimensions become ``sample`` and ``feature``; their coordinates follow.
+    sample_ids, feature_names : str, optional
+        Names of 1-D arrays in the same group holding the sample ids and the feature
+        names. When not given, sibling arrays named after the array's dimension names
+        (Zarr v3 ``dimension_names`` or xarray's ``_ARRAY_DIMENSIONS``) are used if
+        their length fits.
+    chunk_rows, chunk_bytes, storage_options
+        See :class:`~pipeline.sources.base.Source`. A byte-derived chunk length is
+        rounded to a multiple of the stored row chunk.
+    """
+
+    kind = "zarr"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        array: str | None = None,
+        *,
+        group: str | None = None,
+        variable: str | None = None,
+        sample_ids: str | None = None,
+        feature_names: str | None = None,
+        chunk_rows: int | None = None,
+        chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(path, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, storage_options=storage_options)
+        if array is not None and variable is not None:
+            raise SelectionError(f"give either array={array!r} or variable={variable!r} for {self.path!r}, not both")
+        self.array = array
+        self.group = group
+        self.variable = variable
+        self.sample_ids = sample_ids
+        self.feature_names = feature_names
+
+    def selection(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "array": self.array,
+            "variable": self.variable,
+            "sample_ids": self.sample_ids,
+            "feature_names": self.feature_names,
+        }
+
+    def open(self) -> xr.DataArray:
+        self._check_exists()
+        if self.variable is not None:
+            return self._open_variable()
+        return self._open_array()
+
+    # -- plain Zarr array ---------------------------------------------------------------
+
+    def _open_node(self, node_path: str) -> zarr.Array | zarr.Group:
+        try:
+            return zarr.open(self.path, mode="r", path=node_path or None, storage_options=self.storage_options or None)
+        except (FileNotFoundError, KeyError) as err:
+            raise SelectionError(
+                f"no Zarr array or group at {node_path!r} in {self.path!r}"
+                f"{self._listing(self.group)}; check array= and group="
+            ) from err
+        except (ValueError, TypeError) as err:
+            raise SourceFormatError(f"{self.path!r} is not a readable Zarr store: {err}") from err
+
+    def _listing(self, group_path: str | None) -> str:
+        try:
+            group = zarr.open_group(self.path, mode="r", path=group_path or None,
+                                    storage_options=self.storage_options or None)
+            return f" (group {group_path or '/'!r} holds {sorted(group.keys())})"
+        except Exception:  # the listing is a courtesy; never mask the real error
+            return ""
+
+    def _open_array(self) -> xr.DataArray:
+        node_path = _join(self.group, self.array)
+        node = self._open_node(node_path)
+        if isinstance(node, zarr.Group):
+            raise SelectionError(
+                f"{node_path or '/'!r} in {self.path!r} is a group, not an array; pass array= one of "
+                f"{sorted(node.array_keys())}"
+            )
+        what = f"Zarr array {node_path or '/'!r}"
+        dtype = self._check_matrix(node.shape, node.dtype, what)
+        rows = self._rows(node.shape[0], node.shape[1], dtype, multiple_of=node.chunks[0])
+        data = da.from_zarr(node, chunks=(rows, node.shape[1]))
+        if data.dtype != dtype:
+            data = data.astype(dtype)
+        ids, names = self._array_coords(node, node_path)
+        return self._data_array(data, sample_ids=ids, feature_names=names, name=self.array or node.basename)
+
+    def _sibling(self, node_path: str, name: str) -> zarr.Array | None:
+        parent = node_path.rsplit("/", 1)[0] if "/" in node_path else ""
+        try:
+            node = zarr.open(self.path, mode="r", path=_join(parent, name) or None,
+                             storage_options=self.storage_options or None)
+        except (FileNotFoundError, KeyError):
+            return None
+        return node if isinstance(node, zarr.Array) else None
+
+    def _required_sibling(self, node_path: str, name: str, length: int, what: str) -> zarr.Array:
+        node = self._sibling(node_path, name)
+        if node is None or node.ndim != 1 or node.shape[0] != length:
+            raise SelectionError(
+                f"{what}={name!r}: no 1-D array of length {length} beside {node_path!r} in {self.path!r}"
+            )
+        return node
+
+    def _array_coords(self, node: zarr.Array, node_path: str) -> tuple[da.Array | None, np.ndarray | None]:
+        n_rows, n_features = node.shape
+        dims = _dimension_names(node) or (None, None)
+        ids_node = names_node = None
+        if self.sample_ids is not None:
+            ids_node = self._required_sibling(node_path, self.sample_ids, n_rows, "sample_ids")
+        elif dims[0] is not None and dims[0] != node.basename:
+            ids_node = self._sibling(node_path, dims[0])
+        if self.feature_names is not None:
+            names_node = self._required_sibling(node_path, self.feature_names, n_features, "feature_names")
+        elif dims[1] is not None and dims[1] != node.basename:
+            names_node = self._sibling(node_path, dims[1])
+        ids = None
+        if ids_node is not None and ids_node.shape == (n_rows,):
+            ids = da.from_zarr(ids_node, chunks=(max(1, ids_node.chunks[0]),))
+        names = None
+        if names_node is not None and names_node.shape == (n_features,):
+            names = as_names(names_node[...])
+        return ids, names
+
+    # -- xarray dataset variable ----------------------------------------------------------
+
+    def _open_dataset(self) -> xr.Dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated" notice
+            try:
+                return xr.open_zarr(self.path, group=self.group, chunks=None, create_default_indexes=False,
+                                    storage_options=self.storage_options or None)
+            except (FileNotFoundError, KeyError) as err:
+                raise SelectionError(
+                    f"no xarray dataset at group {self.group or '/'!r} in {self.path!r}"
+                    f"{self._listing(None)}; check group="
+                ) from err
+            except ValueError as err:
+                raise SourceFormatError(
+                    f"{self.path!r} (group {self.group or '/'!r}) cannot be opened as an xarray dataset: {err}"
+                ) from err
+
+    def _open_variable(self) -> xr.DataArray:
+        ds = self._open_dataset()
+        if self.variable not in ds.variables:
+            raise SelectionError(
+                f"variable {self.variable!r} is not in the dataset at {self.path!r} "
+                f"(group {self.group or '/'!r}); it holds {sorted(map(str, ds.variables))}"
+            )
+        var = ds[self.variable]
+        dtype = self._check_matrix(var.shape, var.dtype, f"variable {self.variable!r}")
+        row_dim, col_dim = var.dims
+        stored = var.encoding.get("chunks") or var.encoding.get("preferred_chunks", {}).get(row_dim)
+        multiple = int(stored[0]) if isinstance(stored, tuple) else int(stored or 1)
+        rows = self._rows(var.shape[0], var.shape[1], dtype, multiple_of=multiple)
+        var = var.drop_vars([c for c in var.coords if set(var[c].dims) - {row_dim, col_dim}])
+        var = var.chunk({row_dim: rows, col_dim: -1}).astype(dtype, copy=False)
+        var = var.rename({row_dim: SAMPLE_DIM, col_dim: FEATURE_DIM})
+        strings = {k: c.variable.astype(object) for k, c in var.coords.items() if c.dtype.kind == "T"}
+        if strings:  # NumPy StringDType from Zarr v3 strings: use object, and stay lazy (no index)
+            var = var.assign_coords(xr.Coordinates(strings, indexes={}))
+        if FEATURE_DIM in var.coords:  # feature names are small: load them into an index
+            var = var.assign_coords({FEATURE_DIM: as_names(var[FEATURE_DIM].values)})
+        var.attrs = {"source_kind": self.kind, "source_path": self.path}
+        logger.debug("opened %r: shape %s, chunks %s", self, var.shape, var.data.chunksize)
+        return var
