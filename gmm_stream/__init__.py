@@ -8,7 +8,7 @@
 
 from ._params import GaussianParams
 from ._persist import load_model, load_state, save_state
-from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step
+from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step, posterior
 from ._version import __version__
 from .mixture import EMState, GaussianMixture
 
@@ -23,5 +23,6 @@ __all__ = [
     "load_state",
     "save_state",
     "m_step",
+    "posterior",
     "__version__",
 ]

@@ -10,9 +10,6 @@ one, never a mixture of both.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +17,8 @@ import numpy as np
 
 from ._params import GaussianParams
 from ._version import __version__
-from .exceptions import ModelFormatError, OutputExistsError
+from .atomic import atomic_output
+from .exceptions import ModelFormatError
 
 FORMAT = "gmm-stream-model"
 FORMAT_VERSION = 1
@@ -62,25 +60,11 @@ def model_to_dict(model) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def write_atomically(path: Path, write, *, overwrite: bool) -> None:
-    """Run ``write(tmp_dir)`` in a sibling temporary directory, then move it to ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+def _write_directory(path, write, *, overwrite: bool) -> None:
+    """Run ``write(directory)`` on a temporary sibling of ``path``, then rename it into place."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.mkdir()
         write(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "previous")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_model(model, path, *, overwrite: bool = False) -> None:
@@ -90,7 +74,7 @@ def save_model(model, path, *, overwrite: bool = False) -> None:
         np.savez(tmp / "arrays.npz", **arrays)
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    write_atomically(Path(path), write, overwrite=overwrite)
+    _write_directory(path, write, overwrite=overwrite)
 
 
 def load_model(path):
@@ -172,7 +156,7 @@ def save_state(state, path, *, overwrite: bool = True) -> None:
         np.savez(tmp / "state.npz", **arrays)
         (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    write_atomically(Path(path), write, overwrite=overwrite)
+    _write_directory(path, write, overwrite=overwrite)
 
 
 def load_state(path):

@@ -30,7 +30,7 @@ BLOCK_BYTES = 4 * 2**20
 #: a component with less responsibility mass than this is "empty" (see ``m_step``)
 EMPTY_MASS = 1e-8
 
-__all__ = ["SufficientStats", "chunk_statistics", "estimate_weighted_log_prob", "m_step"]
+__all__ = ["SufficientStats", "chunk_statistics", "estimate_weighted_log_prob", "m_step", "posterior"]
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -442,6 +442,35 @@ def estimate_weighted_log_prob(X: np.ndarray, params: GaussianParams) -> np.ndar
             else:
                 out[start + rows_idx] = logp
     return out
+
+
+def posterior(X: np.ndarray, params: GaussianParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, probabilities and log-density of each row, from one E-step.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    params : GaussianParams
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int64
+        Most probable component; -1 for a row with no observed value.
+    proba : ndarray of shape (n_samples, n_components)
+        Posterior probabilities (NaN for a row with no observed value).
+    logdens : ndarray of shape (n_samples,)
+        ``log Σ_k π_k N(x_o; μ_o, Σ_oo)`` (NaN for a row with no observed value).
+    """
+    logp = estimate_weighted_log_prob(X, params)
+    top = np.max(logp, axis=1)
+    proba = np.exp(logp - top[:, None])
+    total = proba.sum(axis=1)
+    proba /= total[:, None]
+    logdens = top + np.log(total)
+    empty = np.isnan(logdens)
+    labels = np.argmax(np.where(empty[:, None], 0.0, logp), axis=1).astype(np.int64)
+    labels[empty] = -1
+    return labels, proba, logdens
 
 
 # --------------------------------------------------------------------------- the M-step

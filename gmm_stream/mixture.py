@@ -9,7 +9,6 @@ from numbers import Integral, Real
 
 import dask.array as da
 import numpy as np
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -22,7 +21,7 @@ from ._params import (
     covariance_shape,
     precision_cholesky_from_precisions,
 )
-from ._stats import SufficientStats, estimate_weighted_log_prob, m_step
+from ._stats import SufficientStats, m_step, posterior
 from .exceptions import ConvergenceWarning, InvalidInputError, InvalidParameterError
 
 logger = logging.getLogger(__name__)
@@ -81,20 +80,15 @@ class EMState:
 
 
 def _block_score_samples(X: np.ndarray, params: GaussianParams) -> np.ndarray:
-    return logsumexp(estimate_weighted_log_prob(X, params), axis=1)
+    return posterior(X, params)[2]
 
 
 def _block_proba(X: np.ndarray, params: GaussianParams) -> np.ndarray:
-    logp = estimate_weighted_log_prob(X, params)
-    return np.exp(logp - logsumexp(logp, axis=1)[:, None])
+    return posterior(X, params)[1]
 
 
 def _block_predict(X: np.ndarray, params: GaussianParams) -> np.ndarray:
-    logp = estimate_weighted_log_prob(X, params)
-    empty = np.isnan(logp[:, 0])
-    labels = np.argmax(np.where(empty[:, None], 0.0, logp), axis=1)
-    labels[empty] = -1
-    return labels
+    return posterior(X, params)[0]
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):

@@ -8,7 +8,7 @@ the file, key or value at fault and say what to do.
 
 from __future__ import annotations
 
-from gmm_stream.exceptions import GMMStreamError
+from gmm_stream.exceptions import GMMStreamError, OutputExistsError
 
 __all__ = [
     "PipelineError",
@@ -79,8 +79,6 @@ class PreprocessingNotFoundError(PreprocessingFormatError, FileNotFoundError):
     """A saved preprocessing directory does not exist."""
 
 
-class OutputExistsError(PipelineError, FileExistsError):
-    """The output exists and ``overwrite=True`` was not given."""
 
 
 class SinkError(PipelineError, ValueError):

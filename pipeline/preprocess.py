@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from gmm_stream.atomic import atomic_output
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -596,13 +597,8 @@ class Preprocessor:
 
 
 def _replace_file(target: Path, write: Any) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(target, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def _read_header(directory: Path) -> dict[str, Any]:

@@ -10,9 +10,8 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy.special import logsumexp
 
-from gmm_stream import GaussianParams, estimate_weighted_log_prob
+from gmm_stream import GaussianParams, posterior
 from gmm_stream.exceptions import InvalidInputError
 from pipeline._chunks import row_chunks
 from pipeline.exceptions import SinkError
@@ -113,18 +112,9 @@ def _model_params(model: Any) -> GaussianParams:
 
 
 def _predict_block(block: np.ndarray, params: GaussianParams) -> np.ndarray:
-    """``[proba | logdens | label]`` of one row block, shape (n, n_components + 2).
-
-    The estimator's own rules: ``logdens = logsumexp(log pi_k + log N_k)``,
-    ``proba = exp(log p - logdens)``, label = argmax, -1 (and NaN) for a row with no
-    observed value.
-    """
-    logp = estimate_weighted_log_prob(block, params)
-    logdens = logsumexp(logp, axis=1)
-    proba = np.exp(logp - logdens[:, None])
-    empty = np.isnan(logp[:, 0])
-    labels = np.argmax(np.where(empty[:, None], 0.0, logp), axis=1)
-    labels[empty] = -1
+    """``[proba | logdens | label]`` of one row block, shape (n, n_components + 2), from one
+    E-step (:func:`gmm_stream.posterior`, the estimator's own rules)."""
+    labels, proba, logdens = posterior(block, params)
     return np.column_stack([proba, logdens, labels.astype(np.float64)])
 
 
