@@ -197,6 +197,20 @@ class GaussianParams:
     def precisions(self) -> np.ndarray:
         return precisions_from_cholesky(self.precisions_cholesky, self.covariance_type)
 
+    def permute(self, order) -> GaussianParams:
+        """The same mixture with its components in ``order`` (``order[j]`` becomes component ``j``)."""
+        order = np.asarray(order, dtype=np.intp)
+        if sorted(order.tolist()) != list(range(self.n_components)):
+            raise InvalidParameterError(f"order {order.tolist()} is not a permutation of 0..{self.n_components - 1}")
+        tied = self.covariance_type == "tied"
+        return GaussianParams(
+            self.weights[order],
+            self.means[order],
+            self.precisions_cholesky if tied else self.precisions_cholesky[order],
+            self.covariance_type,
+            self.covariances if tied else self.covariances[order],
+        )
+
     def n_parameters(self) -> int:
         """Number of free parameters (as scikit-learn counts them for BIC/AIC)."""
         k, d = self.means.shape

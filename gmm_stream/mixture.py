@@ -490,6 +490,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as a :class:`GaussianParams`."""
         return self._fitted()
 
+    def permute_components(self, order):
+        """Renumber the fitted components in place: ``order[j]`` becomes component ``j``.
+
+        The model is the same mixture; only the labels change (used to keep cluster numbers
+        stable from one scheduled run to the next). Returns ``self``.
+        """
+        self._params = self._fitted().permute(order)
+        return self
+
     def _fitted(self) -> GaussianParams:
         if "_params" not in self.__dict__:
             check_is_fitted(self, "converged_")

@@ -1,0 +1,64 @@
+"""The ``fit`` flow: open the source, fit preprocessing, run EM, save the model, write predictions, report."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows.compute import dask_compute
+from flows.summaries import model_report, require_flow, run_summary
+from flows.tasks import (
+    Candidate,
+    check_outputs,
+    fit_model,
+    fit_preprocessing,
+    label_model,
+    load_job_task,
+    prepare_source,
+    publish_report,
+    remove_checkpoint,
+    save_model,
+    score_model,
+    write_predictions,
+)
+
+__all__ = ["fit_flow"]
+
+
+@flow(name="gmm-stream-fit", description="Fit a Gaussian mixture to a YAML job's data, save it, write predictions.")
+def fit_flow(job_path: str, overrides: list[str] | None = None, working_directory: str | None = None) -> dict[str, Any]:
+    """Run a ``flow: fit`` job.
+
+    Parameters
+    ----------
+    job_path : str
+        The YAML job.
+    overrides : list of str, optional
+        ``key.path=value`` items applied to the job (as ``gmm-stream run --set``).
+    working_directory : str, optional
+        Directory relative paths are relative to (default: the process's).
+
+    Returns
+    -------
+    dict
+        The run summary (paths, model facts, criteria).
+    """
+    started = time.perf_counter()
+    job = load_job_task(job_path, overrides or [], working_directory)
+    require_flow(job, job_path, "fit")
+    with dask_compute(job.compute) as compute:
+        identity = prepare_source(job)
+        check_outputs(job)
+        preprocessor = fit_preprocessing(job, identity)
+        fitted = fit_model(job, preprocessor, identity, Candidate(job.model.n_components, job.model.covariance_type))
+        matching = label_model(job, fitted.model)
+        scores = score_model(job, fitted.model, preprocessor)
+        model_dir = save_model(job, fitted.model, preprocessor, scores, identity, matching)
+        written = write_predictions(job, fitted.model, preprocessor, identity)
+        remove_checkpoint(job)
+        report = model_report(job, identity, compute, fitted.model, scores, fit=fitted, matching=matching,
+                              outputs={"model": model_dir, "predictions": written}, started=started)
+        files = publish_report(job, report)
+    return run_summary(job, report, files)

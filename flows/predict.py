@@ -1,0 +1,53 @@
+"""The ``predict`` flow: score new data with a saved model and its preprocessing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows.compute import dask_compute
+from flows.summaries import model_report, require_flow, run_summary
+from flows.tasks import (
+    anomaly_threshold,
+    check_outputs,
+    load_job_task,
+    load_saved_model,
+    prepare_source,
+    publish_report,
+    score_model,
+    write_predictions,
+)
+
+__all__ = ["predict_flow"]
+
+
+@flow(name="gmm-stream-predict", description="Score new data with a saved model: labels, probabilities, "
+                                             "log-density and anomaly flags.")
+def predict_flow(job_path: str, overrides: list[str] | None = None,
+                 working_directory: str | None = None) -> dict[str, Any]:
+    """Run a ``flow: predict`` job.
+
+    Rows whose log-density is below the ``predict.anomaly_quantile`` quantile of the
+    training log-density (stored beside the model by the fit flow) are flagged.
+
+    Parameters and return value as :func:`flows.fit.fit_flow`.
+    """
+    started = time.perf_counter()
+    job = load_job_task(job_path, overrides or [], working_directory)
+    require_flow(job, job_path, "predict")
+    with dask_compute(job.compute) as compute:
+        identity = prepare_source(job)
+        check_outputs(job)
+        saved = load_saved_model(job.predict.model)
+        threshold = anomaly_threshold(saved.training, job.predict.anomaly_quantile)
+        scores = score_model(job, saved.model, saved.preprocessor, threshold=threshold)
+        written = write_predictions(job, saved.model, saved.preprocessor, identity, threshold=threshold)
+        report = model_report(job, identity, compute, saved.model, scores,
+                              outputs={"model": str(saved.path), "predictions": written}, started=started)
+        report.lower_bounds = []  # the saved model's training history is not this run's
+        report.anomalies = {"quantile": job.predict.anomaly_quantile, "threshold": threshold,
+                            "count": scores.n_anomalies, "n_rows": scores.n_rows, "path": job.predict.anomalies}
+        files = publish_report(job, report)
+    return run_summary(job, report, files)
