@@ -1,4 +1,4 @@
-"""Per-row work for rows with missing entries, from the full precision (MATH.md, "Doing the
+"""Per-row work for rows with missing entries, from the full precision (docs/math.md, "Doing the
 missing-value part fast").
 
 For one component with precision ``P`` and a row whose centred values are ``z`` with the

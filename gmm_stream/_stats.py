@@ -1,7 +1,7 @@
 """Sufficient statistics of a chunk (the E-step) and the M-step that turns them into parameters.
 
 This is the whole of the math, over NumPy blocks; nothing here knows about Dask. The
-derivation is in MATH.md: per chunk, ``N_k = Σ w r``, ``S1_k = Σ w r x̂`` and
+derivation is in docs/math.md: per chunk, ``N_k = Σ w r``, ``S1_k = Σ w r x̂`` and
 ``S2_k = Σ w r (x̂x̂ᵀ + C)`` with ``x̂`` the row completed by its conditional mean and ``C`` the
 conditional covariance of its missing entries.
 
@@ -102,7 +102,7 @@ class SufficientStats:
         return self.S2.ndim == 2
 
     def raw_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Uncentred ``(Σ w r x̂, Σ w r (x̂x̂ᵀ + C))`` as written in MATH.md."""
+        """Uncentred ``(Σ w r x̂, Σ w r (x̂x̂ᵀ + C))`` as written in docs/math.md."""
         mu, n, s1 = self.center, self.N, self.S1
         raw1 = s1 + n[:, None] * mu
         if self.diagonal:
@@ -517,7 +517,7 @@ def m_step(
     covariance_type: str,
     previous: GaussianParams | None = None,
 ) -> GaussianParams:
-    """Turn merged statistics into parameters (MATH.md, "M-step").
+    """Turn merged statistics into parameters (docs/math.md, "M-step").
 
     With no missing values this is scikit-learn's update, including the ``10·eps`` that
     scikit-learn adds to every ``N_k``.

@@ -1,4 +1,4 @@
-"""Brute-force reference implementation of the EM in ``/work/shared/MATH.md``.
+"""Brute-force reference implementation of the EM in ``docs/math.md``.
 
 Written independently of ``gmm_stream``: explicit covariance blocks (not the
 precision-block algebra the library uses), one row and one component at a time,
@@ -122,7 +122,7 @@ def _e_step(X, weights, means, covariances, covariance_type, sample_weight):
 
 def sufficient_statistics(X, weights, means, covariances, covariance_type,
                           sample_weight=None, center=None):
-    """The statistics of MATH.md, about ``center`` (K, d) (0 = raw moments).
+    """The statistics of docs/math.md, about ``center`` (K, d) (0 = raw moments).
 
     Returns a dict with N (K,), S1 (K, d) = sum w r (x_hat - c),
     S2 (K, d, d) = sum w r ((x_hat - c)(x_hat - c)^T + C), loglik, n_rows, n_empty,
@@ -145,7 +145,7 @@ def sufficient_statistics(X, weights, means, covariances, covariance_type,
 
 
 def em_step(X, weights, means, covariances, covariance_type, reg_covar, sample_weight=None):
-    """One EM step of MATH.md, row by row.
+    """One EM step of docs/math.md, row by row.
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""EM with missing values (NaN) against the brute-force reference of MATH.md."""
+"""EM with missing values (NaN) against the brute-force reference of docs/math.md."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def test_two_fit_iterations_match_reference(X_missing, covariance_type):
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_large_offset_keeps_precision(X_missing, covariance_type):
-    """|mu| >> sigma: MATH.md asks for centred statistics. Raw second moments would lose
+    """|mu| >> sigma: docs/math.md asks for centred statistics. Raw second moments would lose
     about (1e6)^2 * eps ~ 1e-4 of a unit variance; the centred reference keeps ~1e-10."""
     offset = 1e6
     w0, mu0, cov0 = random_params(N_FEATURES, N_COMPONENTS, covariance_type, seed=33)

@@ -50,7 +50,7 @@ def test_reference_density_diag_with_missing_is_product_of_univariate_normals(da
 
 
 def test_reference_conditionals_match_precision_identities():
-    """MATH.md: E[x_m|x_o] = mu_m - P_mm^-1 P_mo (x_o - mu_o), Cov = P_mm^-1."""
+    """docs/math.md: E[x_m|x_o] = mu_m - P_mm^-1 P_mo (x_o - mu_o), Cov = P_mm^-1."""
     rng = np.random.default_rng(5)
     _, means, covs = random_params(5, 2, "full", seed=6)
     for _ in range(20):

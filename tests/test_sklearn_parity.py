@@ -1,4 +1,4 @@
-"""On complete data gmm_stream gives scikit-learn's numbers (MATH.md, "M-step").
+"""On complete data gmm_stream gives scikit-learn's numbers (docs/math.md, "M-step").
 
 Both estimators start from the same weights_init / means_init / precisions_init
 (scikit-learn's shapes for precisions_init) and run the same iterations.
