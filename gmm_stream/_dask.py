@@ -77,16 +77,17 @@ def statistics(X, params: GaussianParams, sample_weight=None) -> SufficientStats
         weights = da.asarray(sample_weight).rechunk((X.chunks[0],)).to_delayed().ravel()
     p = dask.delayed(params, traverse=False)
     parts = [dask.delayed(chunk_statistics, pure=True)(b, p, sample_weight=w) for b, w in zip(blocks, weights)]
-    with _one_blas_thread_per_dask_thread():
-        (total,) = dask.compute(_tree_sum(parts))
+    total = _tree_sum(parts)
+    with _one_blas_thread_per_dask_thread(total):
+        (total,) = dask.compute(total)
     return total
 
 
-def _one_blas_thread_per_dask_thread():
+def _one_blas_thread_per_dask_thread(collection):
     """On Dask's threaded scheduler the chunks already run in parallel: a multi-threaded
     BLAS inside each of them oversubscribes the cores (measured 3-10x slower on 2 cores
     under load). Distributed workers get one BLAS thread from their nanny already."""
-    if dask.base.get_scheduler() is dask.threaded.get:
+    if dask.base.get_scheduler(collections=[collection]) is dask.threaded.get:
         return threadpool_limits(limits=1, user_api="blas")
     return contextlib.nullcontext()
 

@@ -26,7 +26,7 @@ from .exceptions import EmptyComponentWarning, InvalidInputError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: bytes of the per-block work buffer (K × rows × d values); sets the block length
-BLOCK_BYTES = 4 * 2**20
+BLOCK_BYTES = 2 * 2**20
 #: a component with less responsibility mass than this is "empty" (see ``m_step``)
 EMPTY_MASS = 1e-8
 
@@ -210,7 +210,7 @@ _ws = _Workspace()
 def block_rows(n_components: int, n_features: int) -> int:
     """Rows per block so that the K × rows × d work buffer stays near ``BLOCK_BYTES``."""
     rows = BLOCK_BYTES // (8 * n_components * max(n_features, 1))
-    return int(np.clip(rows, 512, 16384))
+    return int(np.clip(rows, 512, 4096))
 
 
 # --------------------------------------------------------------------------- the E-step
@@ -334,15 +334,20 @@ def _split_block(Xb: np.ndarray):
 
 
 def _responsibilities(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise ``logp`` (n, K) in place into responsibilities; return them and log-sum-exp."""
-    top = logp.max(axis=1)
+    """Normalise ``logp`` (n, K) into responsibilities; return them and the log-sum-exp.
+
+    Works on the components-first layout (K, n), where every reduction is contiguous;
+    ``logp`` is overwritten when it already is a view of that layout.
+    """
+    lpk = logp.T if logp.flags.f_contiguous else np.ascontiguousarray(logp.T)
+    top = lpk.max(axis=0)
     if not np.all(np.isfinite(top)):
         top = np.where(np.isfinite(top), top, 0.0)
-    logp -= top[:, None]
-    np.exp(logp, out=logp)
-    total = logp.sum(axis=1)
-    logp /= total[:, None]
-    return logp, top + np.log(total)
+    lpk -= top
+    np.exp(lpk, out=lpk)
+    total = lpk.sum(axis=0)
+    lpk /= total
+    return lpk.T, top + np.log(total)
 
 
 def _raise_if_not_finite(lse: np.ndarray, rows: np.ndarray) -> None:
