@@ -22,14 +22,27 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _missing_indices(mask_row, idx):
-    """Write the indices of the missing entries of a row into ``idx``; return their count."""
-    c = 0
-    for j in range(mask_row.shape[0]):
-        if mask_row[j]:
-            idx[c] = j
-            c += 1
-    return c
+def missing_indices(mask):
+    """Per row, the indices of the missing entries (first ``counts[i]`` of ``idx[i]``).
+
+    Computed once per block and shared by every component.
+
+    Returns
+    -------
+    idx : int64 ndarray of shape (n, d)
+    counts : int64 ndarray of shape (n,)
+    """
+    n, d = mask.shape
+    idx = np.empty((n, d), np.int64)
+    counts = np.zeros(n, np.int64)
+    for i in range(n):
+        c = 0
+        for j in range(d):
+            if mask[i, j]:
+                idx[i, c] = j
+                c += 1
+        counts[i] = c
+    return idx, counts
 
 
 @njit(cache=True, nogil=True)
@@ -47,15 +60,16 @@ def _gather_cholesky(P, idx, c, A):
 
 
 @njit(cache=True, nogil=True)
-def condition_rows(W, mask, P, quad, logdet_pmm, Z):
+def condition_rows(missing, P, quad, logdet_pmm, Z):
     """Marginalise the missing entries of each row, for every component.
+
+    Only the missing entries of ``w = P z`` are needed: ``w_m = P_m,: z``, |m|·d products
+    per row and component, computed here rather than by a d × d GEMM.
 
     Parameters
     ----------
-    W : ndarray of shape (K, n, d)
-        ``P_k z`` for each component and row, with ``z_m = 0``.
-    mask : bool ndarray of shape (n, d)
-        True where the value is missing.
+    missing : tuple (idx, counts)
+        The missing entries of each row, from :func:`missing_indices`.
     P : float64 ndarray of shape (K, d, d)
         The components' precisions.
     quad : float64 ndarray of shape (K, n)
@@ -63,29 +77,34 @@ def condition_rows(W, mask, P, quad, logdet_pmm, Z):
     logdet_pmm : float64 ndarray of shape (K, n)
         Out: ``log det P_mm`` (0 for a complete row).
     Z : ndarray of shape (K, n, d)
-        Centred rows; on exit the missing entries hold ``E[x_m | x_o] − μ_m``.
+        Centred rows with 0 at the missing entries; on exit the missing entries hold
+        ``E[x_m | x_o] − μ_m``.
     """
-    for k in range(W.shape[0]):
-        _condition_rows_one(W[k], mask, P[k], quad[k], logdet_pmm[k], Z[k])
+    idx_all, counts = missing
+    for k in range(Z.shape[0]):
+        _condition_rows_one(idx_all, counts, P[k], quad[k], logdet_pmm[k], Z[k])
 
 
 @njit(cache=True, nogil=True)
-def _condition_rows_one(W, mask, P, quad, logdet_pmm, Z):
-    n, d = W.shape
-    idx = np.empty(d, np.int64)
+def _condition_rows_one(idx_all, counts, P, quad, logdet_pmm, Z):
+    n, d = Z.shape
     A = np.empty((d, d))
     v = np.empty(d)
     u = np.empty(d)
     for i in range(n):
-        c = _missing_indices(mask[i], idx)
+        c = counts[i]
+        idx = idx_all[i]
         if c == 0:
             logdet_pmm[i] = 0.0
             continue
         _gather_cholesky(P, idx, c, A)
         q = 0.0
         ld = 0.0
-        for a in range(c):  # v = A⁻¹ w_m
-            s = W[i, idx[a]]
+        for a in range(c):  # v = A⁻¹ w_m, with w_m = P_m,: z
+            s = 0.0
+            row = P[idx[a]]
+            for j in range(d):
+                s += row[j] * Z[i, j]
             for p in range(a):
                 s -= A[a, p] * v[p]
             v[a] = s / A[a, a]
@@ -103,32 +122,34 @@ def _condition_rows_one(W, mask, P, quad, logdet_pmm, Z):
 
 
 @njit(cache=True, nogil=True)
-def add_conditional_covariances(mask, P, r, S2):
+def add_conditional_covariances(missing, P, r, S2):
     """``S2_k += Σ_i r_ik · P_k,mm,i⁻¹`` placed at the missing rows and columns of each row.
 
     Parameters
     ----------
-    mask : bool ndarray of shape (n, d)
+    missing : tuple (idx, counts)
+        The missing entries of each row, from :func:`missing_indices`.
     P : float64 ndarray of shape (K, d, d)
     r : float64 ndarray of shape (K, n)
         Weighted responsibilities.
     S2 : float64 ndarray of shape (K, d, d)
         Accumulator, updated in place (lower and upper triangles).
     """
+    idx_all, counts = missing
     for k in range(P.shape[0]):
-        _add_conditional_covariances_one(mask, P[k], r[k], S2[k])
+        _add_conditional_covariances_one(idx_all, counts, P[k], r[k], S2[k])
 
 
 @njit(cache=True, nogil=True)
-def _add_conditional_covariances_one(mask, P, r, S2):
-    n, d = mask.shape
-    idx = np.empty(d, np.int64)
+def _add_conditional_covariances_one(idx_all, counts, P, r, S2):
+    n, d = idx_all.shape
     A = np.empty((d, d))
     B = np.empty((d, d))  # A⁻¹ (lower triangular)
     for i in range(n):
-        if r[i] == 0.0:
+        c = counts[i]
+        if r[i] == 0.0 or c == 0:
             continue
-        c = _missing_indices(mask[i], idx)
+        idx = idx_all[i]
         if c == 0:
             continue
         _gather_cholesky(P, idx, c, A)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._missing import add_conditional_covariances, condition_rows
+from ._missing import add_conditional_covariances, condition_rows, missing_indices
 from ._params import GaussianParams, log_det_cholesky
 from .exceptions import EmptyComponentWarning, InvalidInputError
 
@@ -143,7 +143,6 @@ class _Prepared:
     centers: np.ndarray  # (K, d) means − shift, in dtype
     logdet: np.ndarray  # (K,) log det L_k
     chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
-    chol_t: np.ndarray | None = None  # (K, d, d) transposed factors, contiguous
     prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec: np.ndarray | None = None  # (K, d) in dtype (diag/spherical)
     log_prec_chol: np.ndarray | None = None  # (K, d) (diag/spherical)
@@ -178,7 +177,6 @@ def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) 
     if kind in ("full", "tied"):
         chol = np.broadcast_to(pc, (k, d, d))
         prep.chol = np.ascontiguousarray(chol, dtype=dtype)
-        prep.chol_t = np.ascontiguousarray(prep.chol.transpose(0, 2, 1))
         prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
     else:
         pcd = np.broadcast_to(pc[:, None] if kind == "spherical" else pc, (k, d))
@@ -221,7 +219,7 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
 
     All components are handled by stacked calls: ``Z_k = X − μ_k`` (missing entries 0),
     ``Y_k = Z_k L_k`` (one batched GEMM), ``‖Y_k‖²`` per row; rows with missing entries
-    then go through :func:`condition_rows` with ``W_k = Y_k L_kᵀ = P_k z``.
+    then go through :func:`condition_rows`.
     """
     n, d = Xc.shape
     k = prep.centers.shape[0]
@@ -238,13 +236,12 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
         logp *= -0.5
         logp += (const - 0.5 * d * LOG_2PI)[:, None]
     else:
-        W = _ws.get("W", (k, n, d), prep.dtype)
-        np.matmul(Y, prep.chol_t, out=W)  # W = P z
         logdet_pmm = np.empty((k, n))
-        condition_rows(W, mask, prep.prec64, quad, logdet_pmm, Z)
-        n_obs = d - mask.sum(axis=1)
+        missing = missing_indices(mask)
+        condition_rows(missing, prep.prec64, quad, logdet_pmm, Z)
+        n_obs = d - missing[1]
         logp = const[:, None] - 0.5 * (quad + logdet_pmm + n_obs * LOG_2PI)
-    return logp.T, Z
+    return logp.T, (Z, missing if mask is not None else None)
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
@@ -277,7 +274,8 @@ _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_d
 # ---------------------------------------------------------------- accumulating statistics
 
 
-def _accumulate_full(Z, mask, rw, prep: _Prepared, acc: dict) -> None:
+def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
+    Z, missing = aux
     k, n, d = Z.shape
     rk = np.ascontiguousarray(rw.T)  # (K, n)
     rkt = rk.astype(prep.dtype, copy=False)
@@ -286,7 +284,7 @@ def _accumulate_full(Z, mask, rw, prep: _Prepared, acc: dict) -> None:
     np.multiply(Z, rkt[:, :, None], out=T)
     acc["S2"] += np.matmul(T.transpose(0, 2, 1), Z)
     if mask is not None:
-        add_conditional_covariances(mask, prep.prec64, rk, acc["S2"])
+        add_conditional_covariances(missing, prep.prec64, rk, acc["S2"])
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
@@ -323,6 +321,11 @@ def _split_block(Xb: np.ndarray):
     n_miss = mask.sum(axis=1)
     d = Xb.shape[1]
     empty = n_miss == d
+    if 2 * np.count_nonzero(n_miss == 0) < Xb.shape[0]:  # mostly incomplete: one part
+        usable = np.flatnonzero(~empty)
+        if usable.size == Xb.shape[0]:
+            return [(None, Xb, mask)], 0
+        return [(usable, Xb[usable], mask[usable])], int(empty.sum())
     complete = np.flatnonzero(n_miss == 0)
     partial = np.flatnonzero((n_miss > 0) & ~empty)
     parts = []
