@@ -69,12 +69,18 @@ def statistics(X, params: GaussianParams, sample_weight=None) -> SufficientStats
     if not isinstance(X, da.Array) and X.shape[0] <= NUMPY_CHUNK_ROWS:
         w = None if sample_weight is None else np.asarray(sample_weight)
         return chunk_statistics(X, params, sample_weight=w)
-    X = as_dask(X)
-    blocks = X.to_delayed().ravel()
+    if isinstance(X, da.Array):
+        X = as_dask(X)
+        blocks = X.to_delayed().ravel()
+        chunks = X.chunks[0]
+    else:  # row views of the array itself: no copy of the data, whatever its size
+        starts = range(0, X.shape[0], NUMPY_CHUNK_ROWS)
+        blocks = [X[s : s + NUMPY_CHUNK_ROWS] for s in starts]
+        chunks = tuple(b.shape[0] for b in blocks)
     if sample_weight is None:
         weights = [None] * len(blocks)
     else:
-        weights = da.asarray(sample_weight).rechunk((X.chunks[0],)).to_delayed().ravel()
+        weights = da.asarray(sample_weight).rechunk((chunks,)).to_delayed().ravel()
     p = dask.delayed(params, traverse=False)
     parts = [dask.delayed(chunk_statistics, pure=True)(b, p, sample_weight=w) for b, w in zip(blocks, weights)]
     total = _tree_sum(parts)

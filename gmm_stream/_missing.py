@@ -20,8 +20,12 @@ import math
 import numpy as np
 from numba import njit
 
+#: reassociation (and fused multiply-add) only: lets the dot products vectorise; no
+#: assumption about NaN or infinity is made
+_FAST = {"reassoc", "contract"}
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def missing_indices(mask):
     """Per row, the indices of the missing entries (first ``counts[i]`` of ``idx[i]``).
 
@@ -45,7 +49,7 @@ def missing_indices(mask):
     return idx, counts
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _gather_cholesky(P, idx, c, A):
     """Lower Cholesky factor of ``P[idx[:c], idx[:c]]`` into ``A[:c, :c]``."""
     for a in range(c):
@@ -59,7 +63,7 @@ def _gather_cholesky(P, idx, c, A):
                 A[a, b] = s / A[b, b]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def condition_rows(missing, P, quad, logdet_pmm, Z):
     """Marginalise the missing entries of each row, for every component.
 
@@ -85,7 +89,7 @@ def condition_rows(missing, P, quad, logdet_pmm, Z):
         _condition_rows_one(idx_all, counts, P[k], quad[k], logdet_pmm[k], Z[k])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _condition_rows_one(idx_all, counts, P, quad, logdet_pmm, Z):
     n, d = Z.shape
     A = np.empty((d, d))
@@ -121,7 +125,7 @@ def _condition_rows_one(idx_all, counts, P, quad, logdet_pmm, Z):
             Z[i, idx[a]] = -u[a]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def add_conditional_covariances(missing, P, r, S2):
     """``S2_k += Σ_i r_ik · P_k,mm,i⁻¹`` placed at the missing rows and columns of each row.
 
@@ -140,7 +144,7 @@ def add_conditional_covariances(missing, P, r, S2):
         _add_conditional_covariances_one(idx_all, counts, P[k], r[k], S2[k])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _add_conditional_covariances_one(idx_all, counts, P, r, S2):
     n, d = idx_all.shape
     A = np.empty((d, d))

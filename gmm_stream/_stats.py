@@ -353,6 +353,16 @@ def _responsibilities(logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lpk.T, top + np.log(total)
 
 
+def _iter_parts(X: np.ndarray, step: int):
+    """Yield ``(start, row_index or None, rows, mask or None, n_empty)`` block by block."""
+    for start in range(0, X.shape[0], step):
+        parts, empty = _split_block(X[start : start + step])
+        for i, (rows_idx, rows, mask) in enumerate(parts):
+            yield start, rows_idx, rows, mask, empty if i == 0 else 0
+        if not parts:
+            yield start, None, X[start:start], None, empty
+
+
 def _raise_if_not_finite(lse: np.ndarray, rows: np.ndarray) -> None:
     if np.all(np.isfinite(lse)):
         return
@@ -400,23 +410,25 @@ def chunk_statistics(
     counts = np.zeros(X.shape[1], np.int64)
     log_prob, accumulate = _LOG_PROB[params.covariance_type], _ACCUMULATE[params.covariance_type]
     step = block_rows(*params.means.shape)
-    for start in range(0, X.shape[0], step):
-        Xb = X[start : start + step]
-        wb = None if sample_weight is None else sample_weight[start : start + step]
-        parts, empty = _split_block(Xb)
+    for start, rows_idx, rows, mask, empty in _iter_parts(X, step):
         n_empty += empty
-        for rows_idx, rows, mask in parts:
-            w = np.ones(rows.shape[0]) if wb is None else (wb if rows_idx is None else wb[rows_idx])
-            Xc = np.subtract(rows, prep.shift, dtype=dtype)
-            logp, aux = log_prob(Xc, mask, prep)
-            rw, lse = _responsibilities(logp)
-            _raise_if_not_finite(lse, rows)
-            rw *= w[:, None]
-            accd["N"] += rw.sum(axis=0)
-            accumulate(aux, mask, rw, prep, accd)
-            loglik += float(w @ lse)
-            n_rows += float(w.sum())
-            counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
+        if rows.shape[0] == 0:
+            continue
+        if sample_weight is None:
+            w = np.ones(rows.shape[0])
+        else:
+            wb = sample_weight[start : start + step]
+            w = wb[: rows.shape[0]] if rows_idx is None else wb[rows_idx]
+        Xc = np.subtract(rows, prep.shift, dtype=dtype)
+        logp, aux = log_prob(Xc, mask, prep)
+        rw, lse = _responsibilities(logp)
+        _raise_if_not_finite(lse, rows)
+        rw *= w[:, None]
+        accd["N"] += rw.sum(axis=0)
+        accumulate(aux, mask, rw, prep, accd)
+        loglik += float(w @ lse)
+        n_rows += float(w.sum())
+        counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
     return SufficientStats(acc.N, acc.S1, acc.S2, acc.center, loglik, n_rows, n_empty, counts)
 
 
@@ -438,17 +450,15 @@ def estimate_weighted_log_prob(X: np.ndarray, params: GaussianParams) -> np.ndar
     prep = _prepare(params, dtype, None)
     out = np.full((X.shape[0], params.n_components), np.nan)
     log_prob = _LOG_PROB[params.covariance_type]
-    step = block_rows(*params.means.shape)
-    for start in range(0, X.shape[0], step):
-        Xb = X[start : start + step]
-        parts, _ = _split_block(Xb)
-        for rows_idx, rows, mask in parts:
-            logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=dtype), mask, prep)
-            _raise_if_not_finite(logp.max(axis=1), rows)
-            if rows_idx is None:
-                out[start : start + rows.shape[0]] = logp
-            else:
-                out[start + rows_idx] = logp
+    for start, rows_idx, rows, mask, _ in _iter_parts(X, block_rows(*params.means.shape)):
+        if rows.shape[0] == 0:
+            continue
+        logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=dtype), mask, prep)
+        _raise_if_not_finite(logp.max(axis=1), rows)
+        if rows_idx is None:
+            out[start : start + rows.shape[0]] = logp
+        else:
+            out[start + rows_idx] = logp
     return out
 
 
