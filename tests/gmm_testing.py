@@ -19,17 +19,28 @@ def make_mixture(n, d, K, seed, separation=4.0, shift=0.0):
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(K, 5.0))
     means = shift + separation * rng.standard_normal((K, d))
+    covs = random_covariances(rng, K, d)
+    X, labels = sample_mixture(rng, n, weights, means, covs)
+    return X, labels, weights, means, covs
+
+
+def random_covariances(rng, K, d):
+    """K random correlated covariances ``A Aᵀ + 0.5 I`` of shape (K, d, d)."""
     covs = []
     for _ in range(K):
         A = rng.standard_normal((d, d)) / np.sqrt(d)
         covs.append(A @ A.T + 0.5 * np.eye(d))
-    covs = np.stack(covs)
-    labels = rng.choice(K, size=n, p=weights)
-    X = np.empty((n, d))
-    for k in range(K):
+    return np.stack(covs)
+
+
+def sample_mixture(rng, n, weights, means, covs):
+    """n rows of the full-covariance mixture; returns X (n, d) and labels (n,)."""
+    labels = rng.choice(len(weights), size=n, p=weights)
+    X = np.empty((n, means.shape[1]))
+    for k in range(len(weights)):
         idx = labels == k
         X[idx] = rng.multivariate_normal(means[k], covs[k], size=idx.sum())
-    return X, labels, weights, means, covs
+    return X, labels
 
 
 def add_missing(X, fraction, seed, keep_one=True):

@@ -17,7 +17,9 @@ from gmm_testing import (
     assert_allclose_scaled,
     init_kwargs,
     make_mixture,
+    random_covariances,
     random_params,
+    sample_mixture,
 )
 
 N_ROWS, N_FEATURES, N_COMPONENTS = 300, 4, 3
@@ -99,36 +101,27 @@ def test_m_step_matches_reference_em_step(X_missing, covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_one_fit_iteration_matches_reference_em_step(X_missing, covariance_type):
-    params = random_params(N_FEATURES, N_COMPONENTS, covariance_type, seed=26)
+@pytest.mark.parametrize(("n_iter", "seed"), [(1, 26), (2, 27)])
+def test_fit_iterations_match_reference_em_steps(X_missing, covariance_type, n_iter, seed):
+    params = random_params(N_FEATURES, N_COMPONENTS, covariance_type, seed=seed)
     gm = GaussianMixture(
-        N_COMPONENTS, covariance_type=covariance_type, max_iter=1, tol=0.0,
+        N_COMPONENTS, covariance_type=covariance_type, max_iter=n_iter, tol=0.0,
         **init_kwargs(*params, covariance_type),
     )
     _fit_quietly(gm, X_missing)
-    w, mu, cov, ll = reference.em_step(X_missing, *params, covariance_type, reg_covar=gm.reg_covar)
-    assert gm.n_iter_ == 1
+    w, mu, cov = params
+    lls = []
+    for _ in range(n_iter):
+        w, mu, cov, ll = reference.em_step(X_missing, w, mu, cov, covariance_type, reg_covar=gm.reg_covar)
+        lls.append(ll)
+    assert gm.n_iter_ == n_iter
+    np.testing.assert_allclose(gm.lower_bounds_, lls, rtol=1e-10)
     np.testing.assert_allclose(gm.weights_, w, rtol=1e-8)
     assert_allclose_scaled(gm.means_, mu, rtol=1e-8)
     assert_allclose_scaled(gm.covariances_, cov, rtol=1e-8)
     # sklearn's convention: lower_bound_ is the mean log-likelihood of the E-step that
-    # started the last iteration, i.e. at the initial parameters here.
-    np.testing.assert_allclose(gm.lower_bound_, ll, rtol=1e-10)
-
-
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_two_fit_iterations_match_reference(X_missing, covariance_type):
-    params = random_params(N_FEATURES, N_COMPONENTS, covariance_type, seed=27)
-    gm = GaussianMixture(
-        N_COMPONENTS, covariance_type=covariance_type, max_iter=2, tol=0.0,
-        **init_kwargs(*params, covariance_type),
-    )
-    _fit_quietly(gm, X_missing)
-    w, mu, cov, ll1 = reference.em_step(X_missing, *params, covariance_type, reg_covar=1e-6)
-    w, mu, cov, ll2 = reference.em_step(X_missing, w, mu, cov, covariance_type, reg_covar=1e-6)
-    np.testing.assert_allclose(gm.lower_bounds_, [ll1, ll2], rtol=1e-10)
-    assert_allclose_scaled(gm.means_, mu, rtol=1e-8)
-    assert_allclose_scaled(gm.covariances_, cov, rtol=1e-8)
+    # started the last iteration.
+    np.testing.assert_allclose(gm.lower_bound_, lls[-1], rtol=1e-10)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -176,15 +169,8 @@ def test_parameters_recovered_with_20_percent_missing():
     d, K, n = 5, 3, 20_000
     true_w = np.array([0.5, 0.3, 0.2])
     true_mu = np.array([[0.0] * 5, [6.0, 6.0, 0.0, 0.0, 0.0], [0.0, 0.0, -6.0, 6.0, 3.0]])
-    true_cov = []
-    for _ in range(K):
-        A = rng.standard_normal((d, d)) / np.sqrt(d)
-        true_cov.append(A @ A.T + 0.5 * np.eye(d))
-    true_cov = np.stack(true_cov)
-    labels = rng.choice(K, size=n, p=true_w)
-    X = np.empty((n, d))
-    for k in range(K):
-        X[labels == k] = rng.multivariate_normal(true_mu[k], true_cov[k], size=(labels == k).sum())
+    true_cov = random_covariances(rng, K, d)
+    X, _ = sample_mixture(rng, n, true_w, true_mu, true_cov)
     X = add_missing(X, 0.2, seed=31)
     assert 0.19 < np.isnan(X).mean() < 0.21
 
