@@ -15,7 +15,10 @@ __all__ = [
     "InvalidParameterError",
     "IllConditionedCovarianceError",
     "ModelFormatError",
+    "NumericalOverflowError",
     "OutputExistsError",
+    "InputOverlapError",
+    "DiskFullError",
     "ConvergenceWarning",
     "EmptyComponentWarning",
 ]
@@ -41,9 +44,42 @@ class ModelFormatError(GMMStreamError, ValueError):
     """A saved model directory is missing, incomplete or of an unknown format."""
 
 
+class NumericalOverflowError(GMMStreamError, OverflowError, ValueError):
+    """A computation on finite data overflowed to infinity: the values are too large.
+
+    Raised instead of the infinities and NaNs the overflow would spread (and of the
+    ``ValueError: array must not contain infs or NaNs`` they end in); the message names
+    the step, the quantity and the features, and says how to rescale the data. Also a
+    ``ValueError``, the error scikit-learn-style callers already catch.
+
+    Attributes
+    ----------
+    step : str or None
+        Where it happened (``"EM"``, ``"standardize"``, ``"pca"``...).
+    quantity : str or None
+        What overflowed (``"the second moments"``, ``"the sum of squares"``...).
+    features : list of int
+        Indices of the features involved (of the input of the step).
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, quantity: str | None = None, features=()):
+        super().__init__(message)
+        self.step = step
+        self.quantity = quantity
+        self.features = [int(j) for j in features]
+
+
 class EmptyComponentWarning(ConvergenceWarning):
     """A component received (almost) no responsibility during an EM iteration."""
 
 
 class OutputExistsError(GMMStreamError, FileExistsError):
     """An output already exists and ``overwrite`` was not requested."""
+
+
+class InputOverlapError(GMMStreamError, ValueError):
+    """An output path equals, lies inside, or contains an input: the input is never written."""
+
+
+class DiskFullError(GMMStreamError, OSError):
+    """The file system has no room (ENOSPC/EDQUOT) for an output; it is not retried."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import fsspec
 
-__all__ = ["is_url", "normalise", "path_exists", "local_mtime", "remote_mtime", "modification_time"]
+__all__ = ["is_url", "normalise", "path_exists", "local_mtime", "remote_mtime", "modification_time", "input_paths"]
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -66,3 +67,43 @@ def modification_time(path: str, storage_options: dict[str, Any] | None = None) 
         return remote_mtime(path, storage_options)
     local = path[len("file://"):] if path.startswith("file://") else path
     return local_mtime(local)
+
+
+def input_paths(path: str | os.PathLike[str]) -> list[str]:
+    """Every local path an input reads, resolved: what no output may touch.
+
+    A glob gives each match; a directory gives itself and the target of every symlink
+    below it (a store may link chunks or files from elsewhere); every path has its
+    symlinks and ``..`` resolved (:func:`os.path.realpath`). URLs other than
+    ``file://`` give nothing (remote stores are not written by gmm-stream).
+    """
+    text = os.fspath(path)
+    if is_url(text):
+        if not text.startswith("file://"):
+            return []
+        text = text[len("file://"):]
+    text = os.path.expanduser(text)
+    matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+    found: set[str] = set()
+    for match in matches:
+        found.add(os.path.realpath(match))
+        if os.path.isdir(match):
+            found.update(_linked_below(match))
+    return sorted(found)
+
+
+def _linked_below(root: str) -> set[str]:
+    """Resolved targets of the symlinks below ``root`` (not following linked directories)."""
+    found: set[str] = set()
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                found.add(os.path.realpath(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return found

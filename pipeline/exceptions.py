@@ -8,7 +8,7 @@ the file, key or value at fault and say what to do.
 
 from __future__ import annotations
 
-from gmm_stream.exceptions import GMMStreamError, OutputExistsError
+from gmm_stream.exceptions import DiskFullError, GMMStreamError, InputOverlapError, ModelFormatError, OutputExistsError
 
 __all__ = [
     "PipelineError",
@@ -17,6 +17,9 @@ __all__ = [
     "SourceDtypeError",
     "SourceShapeError",
     "SourceFormatError",
+    "DamagedInputError",
+    "MissingChunkError",
+    "SchemaMismatchError",
     "SparseMatrixError",
     "ChunkSizeError",
     "PreprocessingError",
@@ -24,6 +27,10 @@ __all__ = [
     "PreprocessingNotFoundError",
     "OutputExistsError",
     "SinkError",
+    "OutputLayoutError",
+    "OutputLockedError",
+    "InputOverlapError",
+    "DiskFullError",
     "ConstantFeatureWarning",
 ]
 
@@ -59,6 +66,41 @@ class SourceFormatError(PipelineError, ValueError):
     """The path is not a store of the expected format, or the format kind is unknown."""
 
 
+class DamagedInputError(OSError, SourceFormatError):
+    """A file of the source is damaged: truncated, undecodable, or a stored chunk is gone.
+
+    Raised when a chunk, a row group or a whole file cannot be read or decoded (codec,
+    checksum, thrift or HDF5 errors, truncated files); the message names the file and,
+    where known, the Zarr chunk (index and rows) or the Parquet row group, and says to
+    re-create or restore the file.
+
+    Subclasses ``ValueError`` (through :class:`SourceFormatError`: the bytes are not a valid
+    store) and ``OSError``, which is what pyarrow and h5py raise for such files today, so
+    code written against either library, ``except ValueError`` or ``except OSError``, keeps
+    catching it. (``io.UnsupportedOperation`` combines the same two.) ``OSError`` comes
+    first on purpose: it has its own instance layout, and with it first ``cls.__new__`` is
+    ``OSError.__new__``, which tblib (how Dask distributed sends a task's error back to the
+    client) needs to rebuild the error; the other order arrives as a bare ``Exception``.
+    """
+
+
+class MissingChunkError(DamagedInputError):
+    """A chunk (or shard) file that a Zarr array needs is not in the store.
+
+    Zarr itself reads such a chunk as the fill value, silently; the sources refuse it
+    unless ``allow_missing_chunks=True``. A :class:`DamagedInputError`, so one ``except``
+    catches every kind of damage.
+    """
+
+
+class SchemaMismatchError(SourceDtypeError):
+    """A selected column has different, incompatible types in the files of one source.
+
+    For example a string column in one Parquet file where the others hold floats; the
+    message names the file, the column and both types.
+    """
+
+
 class SparseMatrixError(SourceDtypeError):
     """A sparse matrix was selected with ``sparse='raise'`` or in an unsupported layout."""
 
@@ -71,7 +113,7 @@ class PreprocessingError(PipelineError, ValueError):
     """A preprocessing step is unknown, out of order, not fitted, or got unusable data."""
 
 
-class PreprocessingFormatError(PipelineError, ValueError):
+class PreprocessingFormatError(PipelineError, ModelFormatError):
     """A saved preprocessing directory is incomplete or of an unknown format."""
 
 
@@ -83,6 +125,14 @@ class PreprocessingNotFoundError(PreprocessingFormatError, FileNotFoundError):
 
 class SinkError(PipelineError, ValueError):
     """Results cannot be written: mismatched lengths, output equal to the input, ..."""
+
+
+class OutputLayoutError(PipelineError, FileExistsError):
+    """An output directory holds something in the place of its run layout, or a run is incomplete."""
+
+
+class OutputLockedError(PipelineError, RuntimeError):
+    """Another run holds the lock of the output directory."""
 
 
 class ConstantFeatureWarning(UserWarning):
