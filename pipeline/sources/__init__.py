@@ -86,7 +86,9 @@ def make_source(kind: str | None, path: str | os.PathLike[str], **options: Any) 
     """Build the :class:`Source` of ``kind`` (``None``: :func:`infer_kind`) for ``path``.
 
     ``options`` are the selection and chunking arguments of that source class, e.g.
-    ``obsm="X_pca"`` for AnnData or ``columns=[...], id_column="id"`` for Parquet.
+    ``obsm="X_pca"`` for AnnData or ``columns=[...], id_column="id"`` for Parquet, and
+    ``allow_missing_chunks=True`` (Zarr, AnnData Zarr) to read missing chunk files as the
+    fill value instead of raising :class:`~pipeline.exceptions.MissingChunkError`.
     """
     kind = infer_kind(path) if kind is None else kind
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import dask.array as da
@@ -13,11 +15,33 @@ import scipy.sparse as sp
 import xarray as xr
 import zarr
 from anndata.experimental import read_elem_lazy
-from anndata.io import read_elem
+from anndata.io import read_elem, sparse_dataset
+from dask.base import tokenize
 
-from pipeline._chunks import DEFAULT_CHUNK_BYTES
+from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
 from pipeline._paths import is_url
-from pipeline.exceptions import SelectionError, SourceDtypeError, SourceFormatError, SparseMatrixError
+from pipeline.exceptions import (
+    DamagedInputError,
+    SelectionError,
+    SourceDtypeError,
+    SourceFormatError,
+    SparseMatrixError,
+)
+from pipeline.sources._damage import (
+    RESTORE,
+    CheckingStore,
+    ChunkLayout,
+    MissingKey,
+    ZarrBlocks,
+    cheap_listing,
+    check_chunks,
+    describe_error,
+    first_failing_rows,
+    is_damage,
+    lazy_blocks,
+    missing_key_error,
+    open_store,
+)
 from pipeline.sources.base import Source, as_names
 
 __all__ = ["AnnDataSource", "anndata_format"]
@@ -42,6 +66,59 @@ def anndata_format(path: str) -> Literal["h5ad", "zarr"]:
 def _densify(block: Any) -> np.ndarray:
     """One CSR row block as a dense array (shape unchanged)."""
     return block.toarray() if sp.issparse(block) else np.asarray(block)
+
+
+def _damaged_rows(path: str, element: str, first: int, last: int, err: BaseException,
+                  chunk: str = "") -> DamagedInputError:
+    return DamagedInputError(
+        f"{element!r} of AnnData {path!r}: rows {first}-{last}{chunk} cannot be read ({describe_error(err)}); "
+        f"the file is damaged or truncated: {RESTORE}"
+    )
+
+
+def _h5_dense_block(source: str, name: str, element: str, path: str, block_info: Any = None) -> np.ndarray:
+    """Rows of a dense HDF5 dataset, the file opened in the task (h5py objects do not pickle).
+
+    On a read error the block's HDF5 chunks are read again one by one to name the damaged one.
+    """
+    (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    try:
+        with h5py.File(source, "r") as f:
+            dataset = f[name]
+            try:
+                return dataset[r0:r1, c0:c1]
+            except Exception as err:
+                if not is_damage(err):
+                    raise
+                step = (dataset.chunks or (0,))[0]
+                found = first_failing_rows(lambda a, b: dataset[a:b, c0:c1], r0, r1, step) if step else None
+                if found is None:
+                    raise _damaged_rows(path, element, r0, r1 - 1, err) from err
+                a, b, again = found
+                raise _damaged_rows(path, element, r0, r1 - 1, again,
+                                    f" (its HDF5 chunk {a // step} holding rows {a}-{b})") from again
+    except Exception as err:  # opening the file in the task (our own errors pass: they are not "damage")
+        if not is_damage(err):
+            raise
+        raise _damaged_rows(path, element, r0, r1 - 1, err) from err
+
+
+def _csr_block(source: Any, name: str, element: str, path: str, block_info: Any = None) -> np.ndarray:
+    """Rows of a CSR matrix, densified; ``source`` is the .h5ad path or a Zarr sparse dataset."""
+    (r0, r1), _ = block_info[None]["array-location"]
+    try:
+        if isinstance(source, str):
+            with h5py.File(source, "r") as f:
+                block = sparse_dataset(f[name], should_cache_indptr=False)[r0:r1]
+        else:
+            block = source[r0:r1]
+    except MissingKey as err:
+        raise missing_key_error(None, err.key, f"{element!r} (rows {r0}-{r1 - 1})", path) from None
+    except Exception as err:
+        if not is_damage(err):
+            raise
+        raise _damaged_rows(path, element, r0, r1 - 1, err) from err
+    return _densify(block)
 
 
 def _index_key(group: Group, where: str, path: str) -> str:
@@ -74,8 +151,21 @@ class AnnDataSource(Source):
         Use ``adata.obsm[obsm]`` (e.g. ``"X_pca"``) instead of ``X``; exclusive with ``layer``.
     sparse : {"densify", "raise"}, default "densify"
         What to do with a sparse (CSR) matrix.
+    allow_missing_chunks : bool, default False
+        AnnData Zarr stores only. By default a missing chunk file of the selected matrix
+        (``data``/``indices``/``indptr`` for CSR) or of the ``obs`` index raises
+        :class:`~pipeline.exceptions.MissingChunkError` -- at :meth:`open` for local stores
+        (listed once), when the chunk is read for remote ones -- instead of being read as
+        the fill value. Pass ``True`` for stores whose chunks equal to the fill value were
+        deliberately not written (anndata and zarr skip all-zero chunks by default); see
+        :class:`~pipeline.sources.ZarrSource`.
     chunk_rows, chunk_bytes, storage_options
         See :class:`~pipeline.sources.base.Source`.
+
+    Damaged files: a truncated or otherwise unreadable ``.h5ad`` raises
+    :class:`~pipeline.exceptions.DamagedInputError` at :meth:`open`, naming the file; a
+    chunk that cannot be read or decoded (HDF5 filter errors, Zarr codec errors) raises it
+    when computed, naming the file, the element and the rows (and the chunk).
     """
 
     kind = "anndata"
@@ -87,6 +177,7 @@ class AnnDataSource(Source):
         layer: str | None = None,
         obsm: str | None = None,
         sparse: Literal["densify", "raise"] = "densify",
+        allow_missing_chunks: bool = False,
         chunk_rows: int | None = None,
         chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
         storage_options: dict[str, Any] | None = None,
@@ -99,9 +190,13 @@ class AnnDataSource(Source):
         self.layer = layer
         self.obsm = obsm
         self.sparse = sparse
+        self.allow_missing_chunks = bool(allow_missing_chunks)
 
     def selection(self) -> dict[str, Any]:
-        return {"layer": self.layer, "obsm": self.obsm, "sparse": self.sparse}
+        selection: dict[str, Any] = {"layer": self.layer, "obsm": self.obsm, "sparse": self.sparse}
+        if self.allow_missing_chunks:  # missing chunks read as the fill value: part of what was read
+            selection["allow_missing_chunks"] = True
+        return selection
 
     @property
     def element(self) -> str:
@@ -115,10 +210,55 @@ class AnnDataSource(Source):
     def open(self) -> xr.DataArray:
         self._check_exists()
         if anndata_format(self.path) == "h5ad":
-            with h5py.File(self.path, "r") as root:
-                return self._open_root(root)
-        root = zarr.open_group(self.path, mode="r", storage_options=self.storage_options or None)
+            try:
+                root = h5py.File(self.path, "r")
+            except OSError as err:
+                if not is_damage(err):
+                    raise
+                raise DamagedInputError(
+                    f"{self.path!r} is damaged or truncated: h5py cannot open it ({describe_error(err)}); "
+                    f"{RESTORE}"
+                ) from err
+            with root:
+                try:
+                    return self._open_root(root)
+                except OSError as err:  # h5py: a damaged object header, B-tree or attribute
+                    if not is_damage(err):
+                        raise
+                    raise DamagedInputError(
+                        f"{self.path!r} is damaged: h5py cannot read its {self.element!r} or obs/var "
+                        f"metadata ({describe_error(err)}); {RESTORE}"
+                    ) from err
+        store = CheckingStore(open_store(self.path, self.storage_options), raise_missing=not self.allow_missing_chunks)
+        root = zarr.open_group(store=store, mode="r")
         return self._open_root(root)
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Data read at open (names, an .h5ad obs index): damage raises an error naming the file."""
+        try:
+            yield
+        except MissingKey as err:
+            raise missing_key_error(None, err.key, what, self.path) from None
+        except Exception as err:
+            if not is_damage(err):
+                raise
+            raise DamagedInputError(
+                f"{what} of AnnData {self.path!r} cannot be read ({describe_error(err)}); the file is damaged "
+                f"or truncated: {RESTORE}"
+            ) from err
+
+    def _check_chunks(self, arrays: list[tuple[str, Any]]) -> None:
+        """At open: every chunk file of the Zarr ``arrays`` exists (where listing the store is cheap);
+        the store checks their Blosc frames as they are read."""
+        for what, array in arrays:
+            if not isinstance(array, zarr.Array):
+                continue
+            store = array.store_path.store
+            if isinstance(store, CheckingStore):
+                store.watch(array)
+            if not self.allow_missing_chunks and cheap_listing(store):
+                check_chunks(array, self.path, what)
 
     def _open_root(self, root: Group) -> xr.DataArray:
         self._check_anndata(root)
@@ -134,11 +274,21 @@ class AnnDataSource(Source):
                 "select an array (X, a layer, or an obsm matrix such as 'X_pca')"
             )
         dtype = self._check_matrix(shape, stored, repr(self.element))
-        data = self._lazy_matrix(elem, encoding, shape, dtype)
+        data = self._lazy_matrix(elem, encoding, shape, stored, dtype)
         obs_key = _index_key(root["obs"], "obs", self.path)
-        ids = read_elem_lazy(root["obs"][obs_key], chunks=(data.chunks[0][0],))
+        ids = self._lazy_ids(root["obs"][obs_key], data.chunks[0])
         names = None if self.obsm is not None else self._var_names(root)
         return self._data_array(data, sample_ids=ids, feature_names=names, name=self.element)
+
+    def _lazy_ids(self, index: Any, chunks: tuple[int, ...]) -> da.Array:
+        """The obs names; a Zarr index read block by block with the chunk checks of the matrix."""
+        if isinstance(index, zarr.Array) and index.attrs.get("encoding-type", "array") in ("string-array", "array"):
+            what = f"obs index {index.path!r}"
+            self._check_chunks([(what, index)])
+            blocks = ZarrBlocks(index, ChunkLayout.of(index, self.path), what, strict=not self.allow_missing_chunks)
+            return lazy_blocks(blocks, (chunks,))  # what read_elem_lazy does (da.from_zarr), errors named
+        with self._reading("the obs index"):  # .h5ad: anndata reads the strings at open
+            return read_elem_lazy(index, chunks=(chunks[0],))
 
     def _check_anndata(self, root: Group) -> None:
         encoding = root.attrs.get("encoding-type")
@@ -160,7 +310,13 @@ class AnnDataSource(Source):
             )
         return holder[key]
 
-    def _lazy_matrix(self, elem: Any, encoding: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> da.Array:
+    def _lazy_matrix(self, elem: Any, encoding: str, shape: tuple[int, ...], stored: np.dtype[Any],
+                     dtype: np.dtype[Any]) -> da.Array:
+        """The matrix in row chunks, read block by block so that damage names the file and the rows.
+
+        Same chunks as ``read_elem_lazy(elem, chunks=(rows, n_features))``; CSR blocks are
+        densified in the task that reads them.
+        """
         n_rows, n_features = shape
         if encoding == "csc_matrix":
             raise SparseMatrixError(
@@ -174,11 +330,27 @@ class AnnDataSource(Source):
             )
         stored_rows = 1 if encoding == "csr_matrix" else int((getattr(elem, "chunks", None) or (1,))[0])
         rows = self._rows(n_rows, n_features, dtype, multiple_of=stored_rows)
-        data = read_elem_lazy(elem, chunks=(rows, n_features))
-        if encoding == "csr_matrix":
-            data = data.map_blocks(_densify, dtype=data.dtype, meta=np.empty((0, 0), data.dtype))
+        chunks = (row_chunks(n_rows, rows), (n_features,))
+        what = f"{self.element!r}"
+        strict = not self.allow_missing_chunks
+        if isinstance(elem, zarr.Array):
+            self._check_chunks([(what, elem)])
+            data = lazy_blocks(ZarrBlocks(elem, ChunkLayout.of(elem, self.path), what, strict=strict), chunks)
+        else:
+            if encoding == "csr_matrix" and isinstance(elem, zarr.Group):
+                self._check_chunks([(f"{what} ({part})", elem[part]) for part in ("data", "indices", "indptr")])
+                source: Any = sparse_dataset(elem, should_cache_indptr=False)
+                read: Any = _csr_block
+            elif encoding == "csr_matrix":
+                source, read = self.path, _csr_block
+            else:
+                source, read = self.path, _h5_dense_block
+            name = f"anndata-{read.__name__.strip('_')}-" + tokenize(self.path, elem.name, chunks, str(stored), strict)
+            data = da.map_blocks(read, source, elem.name, self.element, self.path, chunks=chunks, dtype=stored,
+                                 meta=np.empty((0, 0), stored), name=name)
         return data.astype(dtype) if data.dtype != dtype else data
 
     def _var_names(self, root: Group) -> np.ndarray:
         key = _index_key(root["var"], "var", self.path)
-        return as_names(read_elem(root["var"][key]))
+        with self._reading("the var names"):
+            return as_names(read_elem(root["var"][key]))

@@ -13,7 +13,9 @@ import numpy as np
 import xarray as xr
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, rows_per_chunk
-from pipeline._paths import is_url, modification_time, normalise, path_exists
+from gmm_stream.atomic import protect_inputs
+
+from pipeline._paths import input_paths, is_url, modification_time, normalise, path_exists
 from pipeline.exceptions import SourceDtypeError, SourceNotFoundError, SourceShapeError
 
 __all__ = ["Source", "SAMPLE_DIM", "FEATURE_DIM"]
@@ -42,7 +44,10 @@ class Source(abc.ABC):
       (Dask-backed, no pandas index; ``data.set_xindex("sample")`` loads them into an
       index); feature names, when the source has them, are the ``feature`` coordinate
       (loaded, they are small);
-    - ``attrs`` carry ``source_kind`` and ``source_path``.
+    - ``attrs`` carry ``source_kind`` and ``source_path``;
+    - every local file the source reads (each match of a glob, the targets of symlinks in
+      a directory) is registered with :func:`gmm_stream.atomic.protect_inputs`: from then
+      on no output of this process (sinks, saved models, preprocessing) may touch it.
 
     ``identity()`` returns a JSON-able dict describing the input for provenance:
     ``kind``, ``path`` (absolute path or URL), ``selection`` (what was chosen inside the
@@ -159,6 +164,7 @@ class Source(abc.ABC):
         if FEATURE_DIM in coords:
             out = out.assign_coords({FEATURE_DIM: coords[FEATURE_DIM]})
         out.attrs.update(source_kind=self.kind, source_path=self.path)
+        protect_inputs(input_paths(self.path))  # no output of this process may touch what it reads
         logger.debug("opened %r: shape %s, chunks %s", self, data.shape, data.chunksize)
         return out
 

@@ -21,7 +21,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
 from pipeline._paths import modification_time
-from pipeline.exceptions import SelectionError, SourceDtypeError, SourceFormatError, SourceNotFoundError
+from pipeline.exceptions import (
+    DamagedInputError,
+    SchemaMismatchError,
+    SelectionError,
+    SourceDtypeError,
+    SourceFormatError,
+    SourceNotFoundError,
+)
+from pipeline.sources._damage import RESTORE, describe_error, is_damage
 from pipeline.sources.base import Source
 
 __all__ = ["ParquetSource"]
@@ -89,32 +97,82 @@ def _open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[pq.ParquetFile]:
         yield parquet
 
 
-def _read_pieces(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece], columns: Sequence[str]) -> pa.Table:
-    """Read the pieces of one chunk (only ``columns``), opening each file once."""
-    tables: list[pa.Table] = []
+def _display(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A file as the user can find it: the local path, or the URL with its protocol."""
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _damaged_file(fs: fsspec.AbstractFileSystem, path: str, err: BaseException) -> DamagedInputError:
+    return DamagedInputError(
+        f"parquet file {_display(fs, path)!r} cannot be read ({describe_error(err)}); it is damaged or "
+        f"truncated: {RESTORE}"
+    )
+
+
+def _damaged_row_group(fs: fsspec.AbstractFileSystem, path: str, parquet: pq.ParquetFile, group: int,
+                       err: BaseException) -> DamagedInputError:
+    meta = parquet.metadata
+    first = sum(meta.row_group(g).num_rows for g in range(group))
+    last = first + meta.row_group(group).num_rows - 1
+    return DamagedInputError(
+        f"row group {group} (rows {first}-{last} of the file) of parquet file {_display(fs, path)!r} cannot be "
+        f"read ({describe_error(err)}); the file is damaged or truncated: {RESTORE}"
+    )
+
+
+def _read_pieces(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece],
+                 columns: Sequence[str]) -> list[tuple[_Piece, pa.Table]]:
+    """Read the pieces of one chunk (only ``columns``), opening each file once.
+
+    The tables are returned one per piece, not concatenated: files may store a column with
+    different numeric types. A file or row group that cannot be read or decoded raises
+    :class:`~pipeline.exceptions.DamagedInputError` naming the file and the row group.
+    """
+    tables: list[tuple[_Piece, pa.Table]] = []
     by_file: dict[str, list[_Piece]] = {}
     for piece in pieces:
         by_file.setdefault(piece.path, []).append(piece)
     for path, file_pieces in by_file.items():
-        with _open(fs, path) as parquet:
-            for piece in file_pieces:
-                group = parquet.read_row_group(piece.row_group, columns=list(columns), use_threads=False)
-                tables.append(group.slice(piece.start, piece.stop - piece.start))
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        try:
+            with _open(fs, path) as parquet:
+                for piece in file_pieces:
+                    try:
+                        group = parquet.read_row_group(piece.row_group, columns=list(columns), use_threads=False)
+                    except Exception as err:
+                        if not is_damage(err):
+                            raise
+                        raise _damaged_row_group(fs, path, parquet, piece.row_group, err) from err
+                    if group.num_rows < piece.stop:
+                        raise SourceFormatError(
+                            f"row group {piece.row_group} of parquet file {_display(fs, path)!r} has "
+                            f"{group.num_rows} rows, {piece.stop} or more were planned: the file changed "
+                            "after the source was opened; open the source again"
+                        )
+                    tables.append((piece, group.slice(piece.start, piece.stop - piece.start)))
+        except Exception as err:
+            if not is_damage(err):  # our own errors (DamagedInputError too) are not "damage" here
+                raise
+            raise _damaged_file(fs, path, err) from err
+    return tables
 
 
 def _read_matrix(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece], columns: Sequence[str],
                  dtype: np.dtype[Any]) -> np.ndarray:
-    table = _read_pieces(fs, pieces, columns)
-    out = np.empty((table.num_rows, len(columns)), dtype=dtype)
-    for j, name in enumerate(columns):
-        out[:, j] = _to_numpy(table.column(name), dtype)
+    out = np.empty((sum(p.stop - p.start for p in pieces), len(columns)), dtype=dtype)
+    row = 0
+    for _piece, table in _read_pieces(fs, pieces, columns):
+        stop = row + table.num_rows
+        for j, name in enumerate(columns):
+            out[row:stop, j] = _to_numpy(table.column(name), dtype)
+        row = stop
     return out
 
 
-def _read_ids(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece], column: str) -> np.ndarray:
-    ids = _read_pieces(fs, pieces, [column]).column(column)
-    return np.asarray(ids.to_numpy(zero_copy_only=False))
+def _read_ids(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece], column: str,
+              dtype: np.dtype[Any]) -> np.ndarray:
+    parts = [np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
+             for _piece, table in _read_pieces(fs, pieces, [column])]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class ParquetSource(Source):
@@ -138,6 +196,17 @@ class ParquetSource(Source):
         Column holding the sample ids (the ``sample`` coordinate).
     chunk_rows, chunk_bytes, storage_options
         See :class:`~pipeline.sources.base.Source`.
+
+    Damaged files: :meth:`open` reads every file's footer, so a truncated file, or one
+    that is not Parquet, raises :class:`~pipeline.exceptions.DamagedInputError` there,
+    naming the file; a selected column that is missing from one file raises
+    :class:`~pipeline.exceptions.SelectionError`, and one that is not numeric in one file
+    (a string column where the others hold floats) raises
+    :class:`~pipeline.exceptions.SchemaMismatchError` naming the file, the column and both
+    types. Numeric types may differ between files (int64 here, float32 there): the
+    matrix is float32 only when the column is float32 (or float16) in every file. A data
+    page that cannot be decoded raises :class:`~pipeline.exceptions.DamagedInputError`
+    when its chunk is computed, naming the file and the row group.
     """
 
     kind = "parquet"
@@ -193,43 +262,75 @@ class ParquetSource(Source):
     def open(self) -> xr.DataArray:
         fs, _ = self._filesystem()
         files = self.files()
-        row_groups, schema = self._inspect(fs, files)
-        columns = self._select(schema, files[0])
-        dtype = _matrix_dtype([schema.field(c).type for c in columns])
+        row_groups, schemas = self._inspect(fs, files)
+        columns = self._select(schemas[0][1], _display(fs, files[0]))
+        self._check_schemas(fs, schemas, columns)
+        dtype = _matrix_dtype([schema.field(c).type for _, schema in schemas for c in columns])
         n_rows = sum(n for _, _, n in row_groups)
         chunks = row_chunks(n_rows, self._rows(n_rows, len(columns), dtype))
         plan = _plan(row_groups, chunks) if n_rows else []
         data = self._lazy_matrix(fs, plan, chunks, columns, dtype)
-        ids = self._lazy_ids(fs, plan, chunks, schema) if self.id_column else None
+        ids = self._lazy_ids(fs, plan, chunks, schemas) if self.id_column else None
         return self._data_array(data, sample_ids=ids, feature_names=np.asarray(columns), name=None)
 
     def _inspect(
         self, fs: fsspec.AbstractFileSystem, files: Sequence[str]
-    ) -> tuple[list[tuple[str, int, int]], pa.Schema]:
-        """Row counts of every row group of every file, and the first file's schema."""
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, pa.Schema]]]:
+        """Row counts of every row group of every file, and every file's schema (from the footers)."""
         row_groups: list[tuple[str, int, int]] = []
-        schema: pa.Schema | None = None
+        schemas: list[tuple[str, pa.Schema]] = []
         for path in files:
             try:
                 with _open(fs, path) as parquet:
                     meta, file_schema = parquet.metadata, parquet.schema_arrow
             except (pa.ArrowInvalid, OSError) as err:
-                raise SourceFormatError(
-                    f"{path!r} (in parquet source {self.path!r}) is not a readable Parquet file: {err}"
-                ) from err
-            schema = file_schema if schema is None else schema
-            self._check_columns(file_schema, path)
+                where = f"{_display(fs, path)!r} (in parquet source {self.path!r})"
+                if is_damage(err):
+                    raise DamagedInputError(
+                        f"{where} is not a readable Parquet file ({describe_error(err)}): it is truncated, "
+                        f"damaged or not Parquet; {RESTORE}, or remove it from the source"
+                    ) from err
+                raise SourceFormatError(f"{where} is not a readable Parquet file: {err}") from err
+            schemas.append((path, file_schema))
+            self._check_columns(file_schema, _display(fs, path), self.columns)
             row_groups += [(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
-        assert schema is not None
-        return row_groups, schema
+        return row_groups, schemas
 
-    def _check_columns(self, schema: pa.Schema, path: str) -> None:
-        wanted = list(self.columns or []) + ([self.id_column] if self.id_column else [])
+    def _check_columns(self, schema: pa.Schema, path: str, columns: Sequence[str] | None) -> None:
+        wanted = list(columns or []) + ([self.id_column] if self.id_column else [])
         missing = [c for c in wanted if c not in schema.names]
         if missing:
             raise SelectionError(
                 f"column(s) {missing} not in parquet file {path!r}; it has columns {schema.names}"
             )
+
+    def _check_schemas(self, fs: fsspec.AbstractFileSystem, schemas: Sequence[tuple[str, pa.Schema]],
+                       columns: Sequence[str]) -> None:
+        """Every file holds the selected columns, numeric, and an id column of the same kind.
+
+        Checked on the footers at open, so a file that would break the fit half-way
+        (``ArrowInvalid: Schema at index 1 was different``) is named before any data are read.
+        """
+        first_path, first = schemas[0]
+        for path, schema in schemas[1:]:
+            self._check_columns(schema, _display(fs, path), columns)
+            for name in columns:
+                type_ = schema.field(name).type
+                if not _is_numeric(type_):
+                    raise SchemaMismatchError(
+                        f"column {name!r} of parquet file {_display(fs, path)!r} is {type_}, but "
+                        f"{first.field(name).type} in {_display(fs, first_path)!r} (parquet source {self.path!r}); "
+                        f"every file must store the selected columns as numbers: re-write that file with a "
+                        "numeric column, remove it from the source, or leave the column out (columns=)"
+                    )
+            if self.id_column:
+                type_, first_type = schema.field(self.id_column).type, first.field(self.id_column).type
+                if _id_kind(type_) != _id_kind(first_type):
+                    raise SchemaMismatchError(
+                        f"id column {self.id_column!r} of parquet file {_display(fs, path)!r} is {type_}, but "
+                        f"{first_type} in {_display(fs, first_path)!r} (parquet source {self.path!r}); store the "
+                        "ids with the same kind of type (all strings or all numbers) in every file"
+                    )
 
     def _select(self, schema: pa.Schema, first: str) -> list[str]:
         if self.columns is None:
@@ -261,14 +362,15 @@ class ParquetSource(Source):
         return da.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
 
     def _lazy_ids(self, fs: fsspec.AbstractFileSystem, plan: list[list[_Piece]], chunks: tuple[int, ...],
-                  schema: pa.Schema) -> da.Array:
+                  schemas: Sequence[tuple[str, pa.Schema]]) -> da.Array:
         assert self.id_column is not None
-        type_ = schema.field(self.id_column).type
-        dtype = _column_dtype(type_) if _is_numeric(type_) else np.dtype(object)
+        types = [schema.field(self.id_column).type for _, schema in schemas]
+        numeric = all(_is_numeric(t) for t in types)
+        dtype = np.result_type(*(_column_dtype(t) for t in types)) if numeric else np.dtype(object)
         if not plan:
             return da.zeros((0,), dtype=dtype, chunks=((0,),))
         blocks = [
-            da.from_delayed(dask.delayed(_read_ids, pure=True)(fs, pieces, self.id_column),
+            da.from_delayed(dask.delayed(_read_ids, pure=True)(fs, pieces, self.id_column, dtype),
                             shape=(n,), dtype=dtype, meta=np.empty((0,), dtype))
             for pieces, n in zip(plan, chunks, strict=True)
         ]
@@ -278,6 +380,15 @@ class ParquetSource(Source):
 def _hidden(path: str, root: str) -> bool:
     rel = path[len(root):].strip("/")
     return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+def _id_kind(type_: pa.DataType) -> str:
+    """``"number"``, ``"text"`` or the type itself: id columns of one kind concatenate cleanly."""
+    if _is_numeric(type_):
+        return "number"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return "text"
+    return str(type_)
 
 
 def _matrix_dtype(types: Sequence[pa.DataType]) -> np.dtype[Any]:

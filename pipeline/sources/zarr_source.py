@@ -8,12 +8,22 @@ import warnings
 from typing import Any
 
 import dask.array as da
-import numpy as np
 import xarray as xr
 import zarr
 
-from pipeline._chunks import DEFAULT_CHUNK_BYTES
+from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
 from pipeline.exceptions import SelectionError, SourceFormatError
+from pipeline.sources._damage import (
+    CheckingStore,
+    ChunkLayout,
+    XarrayBlocks,
+    ZarrBlocks,
+    cheap_listing,
+    check_chunks,
+    checked_array,
+    lazy_blocks,
+    open_store,
+)
 from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source, as_names
 
 __all__ = ["ZarrSource"]
@@ -56,9 +66,28 @@ class ZarrSource(Source):
         names. When not given, sibling arrays named after the array's dimension names
         (Zarr v3 ``dimension_names`` or xarray's ``_ARRAY_DIMENSIONS``) are used if
         their length fits.
+    allow_missing_chunks : bool, default False
+        Zarr reads a chunk whose file is missing as the fill value, without an error, so
+        a store with a deleted chunk would read as zeros. By default every chunk (or
+        shard) file that the selected array -- and the sample-id and feature-name arrays
+        read with it -- needs must exist: for local stores (directories, ``file://``,
+        zip, memory) the store is listed once at :meth:`open`, and on every store
+        (remote ones, whose listing is expensive, included) a chunk found missing while
+        reading raises too. Either raises :class:`~pipeline.exceptions.MissingChunkError`
+        naming the store, the array, the chunk index, its rows and its file.
+        ``allow_missing_chunks=True`` skips both checks and reads missing chunks as the
+        fill value: use it for stores written with chunks deliberately left out (zarr
+        and anndata skip chunks that equal the fill value, e.g. all-zero row blocks,
+        unless ``write_empty_chunks=True``).
     chunk_rows, chunk_bytes, storage_options
         See :class:`~pipeline.sources.base.Source`. A byte-derived chunk length is
         rounded to a multiple of the stored row chunk.
+
+    A chunk that cannot be decoded (truncated or corrupted: codec, checksum or shape
+    errors) raises :class:`~pipeline.exceptions.DamagedInputError` when that chunk is
+    computed, naming the chunk index, its rows and its file. For xarray variables
+    (``variable=``) the chunks of the variable and of its sample/feature coordinates
+    are checked the same way.
     """
 
     kind = "zarr"
@@ -72,6 +101,7 @@ class ZarrSource(Source):
         variable: str | None = None,
         sample_ids: str | None = None,
         feature_names: str | None = None,
+        allow_missing_chunks: bool = False,
         chunk_rows: int | None = None,
         chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
         storage_options: dict[str, Any] | None = None,
@@ -84,15 +114,19 @@ class ZarrSource(Source):
         self.variable = variable
         self.sample_ids = sample_ids
         self.feature_names = feature_names
+        self.allow_missing_chunks = bool(allow_missing_chunks)
 
     def selection(self) -> dict[str, Any]:
-        return {
+        selection: dict[str, Any] = {
             "group": self.group,
             "array": self.array,
             "variable": self.variable,
             "sample_ids": self.sample_ids,
             "feature_names": self.feature_names,
         }
+        if self.allow_missing_chunks:  # missing chunks read as the fill value: part of what was read
+            selection["allow_missing_chunks"] = True
+        return selection
 
     def open(self) -> xr.DataArray:
         self._check_exists()
@@ -132,11 +166,40 @@ class ZarrSource(Source):
         what = f"Zarr array {node_path or '/'!r}"
         dtype = self._check_matrix(node.shape, node.dtype, what)
         rows = self._rows(node.shape[0], node.shape[1], dtype, multiple_of=node.chunks[0])
-        data = da.from_zarr(node, chunks=(rows, node.shape[1]))
+        ids_node, names_node = self._coord_nodes(node, node_path)
+        ids_what = None if ids_node is None else f"sample-id array {ids_node.path!r}"
+        names_what = None if names_node is None else f"feature-name array {names_node.path!r}"
+        self._check_chunks([(what, node), (ids_what, ids_node), (names_what, names_node)])
+        data = self._lazy(node, what, (rows, node.shape[1]))
         if data.dtype != dtype:
             data = data.astype(dtype)
-        ids, names = self._array_coords(node, node_path)
+        ids = None
+        if ids_node is not None:
+            ids = self._lazy(ids_node, str(ids_what), (max(1, ids_node.chunks[0]),))
+        names = None
+        if names_node is not None:
+            names = as_names(self._blocks(names_node, str(names_what))[(slice(None),)])
         return self._data_array(data, sample_ids=ids, feature_names=names, name=self.array or node.basename)
+
+    # -- damaged and missing chunks ---------------------------------------------------------
+
+    def _check_chunks(self, arrays: list[tuple[str | None, zarr.Array | None]]) -> None:
+        """At open: every chunk file of the ``(description, array)`` pairs exists, where listing
+        the store is cheap (remote stores are checked chunk by chunk as they are read)."""
+        if self.allow_missing_chunks:
+            return
+        for what, array in arrays:
+            if array is not None and what is not None and cheap_listing(array.store_path.store):
+                check_chunks(array, self.path, what)
+
+    def _blocks(self, array: zarr.Array, what: str) -> ZarrBlocks:
+        strict = not self.allow_missing_chunks
+        reader = checked_array(array, raise_missing=strict)
+        return ZarrBlocks(reader, ChunkLayout.of(array, self.path), what, strict=strict)
+
+    def _lazy(self, array: zarr.Array, what: str, chunks: tuple[int, ...]) -> da.Array:
+        """The array read block by block (as ``da.from_zarr`` with ``chunks``), errors naming the chunk."""
+        return lazy_blocks(self._blocks(array, what), chunks)
 
     def _sibling(self, node_path: str, name: str) -> zarr.Array | None:
         parent = node_path.rsplit("/", 1)[0] if "/" in node_path else ""
@@ -155,7 +218,8 @@ class ZarrSource(Source):
             )
         return node
 
-    def _array_coords(self, node: zarr.Array, node_path: str) -> tuple[da.Array | None, np.ndarray | None]:
+    def _coord_nodes(self, node: zarr.Array, node_path: str) -> tuple[zarr.Array | None, zarr.Array | None]:
+        """The sample-id and feature-name arrays that will be read, if any."""
         n_rows, n_features = node.shape
         dims = _dimension_names(node) or (None, None)
         ids_node = names_node = None
@@ -167,22 +231,19 @@ class ZarrSource(Source):
             names_node = self._required_sibling(node_path, self.feature_names, n_features, "feature_names")
         elif dims[1] is not None and dims[1] != node.basename:
             names_node = self._sibling(node_path, dims[1])
-        ids = None
-        if ids_node is not None and ids_node.shape == (n_rows,):
-            ids = da.from_zarr(ids_node, chunks=(max(1, ids_node.chunks[0]),))
-        names = None
-        if names_node is not None and names_node.shape == (n_features,):
-            names = as_names(names_node[...])
-        return ids, names
+        ids_node = ids_node if ids_node is not None and ids_node.shape == (n_rows,) else None
+        names_node = names_node if names_node is not None and names_node.shape == (n_features,) else None
+        return ids_node, names_node
 
     # -- xarray dataset variable ----------------------------------------------------------
 
-    def _open_dataset(self) -> xr.Dataset:
+    def _open_dataset(self) -> tuple[xr.Dataset, CheckingStore]:
+        """The dataset, and the store it reads through (missing chunks raise unless allowed)."""
+        store = CheckingStore(open_store(self.path, self.storage_options), raise_missing=not self.allow_missing_chunks)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated" notice
             try:
-                return xr.open_zarr(self.path, group=self.group, chunks=None, create_default_indexes=False,
-                                    storage_options=self.storage_options or None)
+                return xr.open_zarr(store, group=self.group, chunks=None, create_default_indexes=False), store
             except (FileNotFoundError, KeyError) as err:
                 raise SelectionError(
                     f"no xarray dataset at group {self.group or '/'!r} in {self.path!r}"
@@ -194,7 +255,7 @@ class ZarrSource(Source):
                 ) from err
 
     def _open_variable(self) -> xr.DataArray:
-        ds = self._open_dataset()
+        ds, store = self._open_dataset()
         if self.variable not in ds.variables:
             raise SelectionError(
                 f"variable {self.variable!r} is not in the dataset at {self.path!r} "
@@ -207,7 +268,24 @@ class ZarrSource(Source):
         multiple = int(stored[0]) if isinstance(stored, tuple) else int(stored or 1)
         rows = self._rows(var.shape[0], var.shape[1], dtype, multiple_of=multiple)
         var = var.drop_vars([c for c in var.coords if set(var[c].dims) - {row_dim, col_dim}])
-        var = var.chunk({row_dim: rows, col_dim: -1}).astype(dtype, copy=False)
+        chunks = {row_dim: row_chunks(var.shape[0], rows), col_dim: (var.shape[1],)}
+        readers = self._variable_readers(var)
+        self._check_chunks([(what, array) for _name, array, what in readers])
+        for _name, array, _what in readers:
+            store.watch(array)
+        lazy: dict[str, da.Array] = {}
+        for name, array, what in readers:
+            variable = var.variable if name == self.variable else var[name].variable
+            blocks = XarrayBlocks(variable, ChunkLayout.of(array, self.path), what,
+                                  strict=not self.allow_missing_chunks)
+            lazy[name] = lazy_blocks(blocks, tuple(chunks[d] for d in variable.dims))
+        var = var.chunk({row_dim: rows, col_dim: -1})  # coordinates without a Zarr array of their own
+        if self.variable in lazy:
+            var = var.copy(deep=False, data=lazy.pop(self.variable))
+        if lazy:
+            var = var.assign_coords(xr.Coordinates(
+                {n: xr.Variable(var[n].dims, a, attrs=var[n].attrs) for n, a in lazy.items()}, indexes={}))
+        var = var.astype(dtype, copy=False)
         var = var.rename({row_dim: SAMPLE_DIM, col_dim: FEATURE_DIM})
         strings = {k: c.variable.astype(object) for k, c in var.coords.items() if c.dtype.kind == "T"}
         if strings:  # NumPy StringDType from Zarr v3 strings: use object, and stay lazy (no index)
@@ -217,3 +295,23 @@ class ZarrSource(Source):
         var.attrs = {"source_kind": self.kind, "source_path": self.path}
         logger.debug("opened %r: shape %s, chunks %s", self, var.shape, var.data.chunksize)
         return var
+
+    def _variable_readers(self, var: xr.DataArray) -> list[tuple[str, zarr.Array, str]]:
+        """``(name, Zarr array, description)`` of the variable and of its non-scalar coordinates.
+
+        Each is read block by block through xarray (keeping its decoding), with errors naming
+        the chunk; a coordinate without a Zarr array of that name is left to xarray.
+        """
+        store = open_store(self.path, self.storage_options)
+        readers = []
+        for name in [self.variable, *map(str, var.coords)]:
+            if name != self.variable and var[name].ndim == 0:
+                continue
+            try:
+                array = zarr.open_array(store=store, path=_join(self.group, name), mode="r")
+            except (FileNotFoundError, KeyError, ValueError, TypeError):
+                continue
+            what = f"variable {name!r}" if name == self.variable else \
+                f"coordinate {name!r} of variable {self.variable!r}"
+            readers.append((name, array, what))
+        return readers
