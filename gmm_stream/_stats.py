@@ -22,7 +22,7 @@ import numpy as np
 
 from ._missing import add_conditional_covariances, condition_rows, missing_indices
 from ._params import GaussianParams, log_det_cholesky
-from .exceptions import EmptyComponentWarning, InvalidInputError
+from .exceptions import EmptyComponentWarning, InvalidInputError, NumericalOverflowError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: bytes of the per-block work buffer (K × rows × d values); sets the block length
@@ -363,13 +363,25 @@ def _iter_parts(X: np.ndarray, step: int):
             yield start, None, X[start:start], None, empty
 
 
-def _raise_if_not_finite(lse: np.ndarray, rows: np.ndarray) -> None:
+def _finite_parameters(prep: _Prepared) -> bool:
+    factors = prep.chol if prep.chol is not None else prep.prec
+    return all(np.all(np.isfinite(a)) for a in (prep.centers, factors, prep.logdet))
+
+
+def _raise_if_not_finite(lse: np.ndarray, rows: np.ndarray, prep: _Prepared) -> None:
     if np.all(np.isfinite(lse)):
         return
     bad = np.flatnonzero(~np.isfinite(lse))
     if np.isinf(rows[bad]).any():
         raise InvalidInputError(
             "X contains infinity; mark a missing value with NaN, or remove or clip the row"
+        )
+    if _finite_parameters(prep):  # finite rows, finite parameters: the squared distances overflowed
+        vmax = float(np.nanmax(np.abs(rows[bad])))
+        raise NumericalOverflowError(
+            f"E-step: the log-density of {bad.size} row(s) overflowed (values up to {vmax:.3g}): their squared "
+            "distance to every component is beyond the floating-point range; scale the input data (as the "
+            "training data were scaled)", step="E-step", quantity="the squared distances",
         )
     raise InvalidInputError("the log-likelihood of some rows is not finite; check X and the parameters")
 
@@ -422,7 +434,7 @@ def chunk_statistics(
         Xc = np.subtract(rows, prep.shift, dtype=dtype)
         logp, aux = log_prob(Xc, mask, prep)
         rw, lse = _responsibilities(logp)
-        _raise_if_not_finite(lse, rows)
+        _raise_if_not_finite(lse, rows, prep)
         rw *= w[:, None]
         accd["N"] += rw.sum(axis=0)
         accumulate(aux, mask, rw, prep, accd)
@@ -454,7 +466,7 @@ def estimate_weighted_log_prob(X: np.ndarray, params: GaussianParams) -> np.ndar
         if rows.shape[0] == 0:
             continue
         logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=dtype), mask, prep)
-        _raise_if_not_finite(logp.max(axis=1), rows)
+        _raise_if_not_finite(logp.max(axis=1), rows, prep)
         if rows_idx is None:
             out[start : start + rows.shape[0]] = logp
         else:
@@ -527,6 +539,27 @@ def _cov_spherical(a, nk, reg):
 
 _COVARIANCE = {"full": _cov_full, "tied": _cov_tied, "diag": _cov_diag, "spherical": _cov_spherical}
 
+_MOMENTS = (("N", "the responsibility masses"), ("S1", "the first moments"), ("S2", "the second moments"),
+            ("center", "the means"))
+
+
+def _overflow(quantity: str, a: np.ndarray) -> NumericalOverflowError:
+    """The error for ``a`` (K, …, d) that is not finite although it comes from finite data."""
+    features = np.flatnonzero((~np.isfinite(a)).reshape(-1, a.shape[-1]).any(axis=0)) if a.ndim >= 2 else []
+    shown = f" of feature(s) {list(map(int, features))}" if len(features) else ""
+    return NumericalOverflowError(f"EM: {quantity}{shown} overflowed to inf; scale the input data",
+                                  step="EM", quantity=quantity, features=features)
+
+
+def _check_finite_statistics(stats: SufficientStats) -> None:
+    """The E-step refuses non-finite rows, so statistics that are not finite overflowed.
+
+    Cheap: the statistics are (K, d, d) at most, whatever the number of rows.
+    """
+    for name, quantity in _MOMENTS:
+        if not np.all(np.isfinite(getattr(stats, name))):
+            raise _overflow(quantity, getattr(stats, name))
+
 
 def m_step(
     stats: SufficientStats,
@@ -548,11 +581,17 @@ def m_step(
     ------
     IllConditionedCovarianceError
         If a covariance is not positive definite; the message says what to do.
+    NumericalOverflowError
+        If the statistics or the covariances overflowed to inf (values of the data too large).
     """
+    _check_finite_statistics(stats)
     nk = stats.N + 10.0 * np.finfo(np.float64).eps
     m, a = _centred_scatter(stats, nk)
     means = stats.center + m
     cov = _COVARIANCE[covariance_type](a, nk, reg_covar)
+    for quantity, result in (("the means", means), ("the covariances", cov)):
+        if not np.all(np.isfinite(result)):
+            raise _overflow(quantity, result)
     empty = stats.N < EMPTY_MASS
     if empty.any():
         warnings.warn(

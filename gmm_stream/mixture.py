@@ -22,7 +22,7 @@ from ._params import (
     precision_cholesky_from_precisions,
 )
 from ._stats import SufficientStats, m_step, posterior
-from .exceptions import ConvergenceWarning, InvalidInputError, InvalidParameterError
+from .exceptions import ConvergenceWarning, InvalidInputError, InvalidParameterError, NumericalOverflowError
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for init in range(n_init):
             # initial parameters are always drawn, so the random state advances as in an
             # uninterrupted fit; a resumed init then starts from its checkpoint instead
-            params = self._initial_parameters(sample, inits, random_state) if do_init else self._params
+            try:
+                params = self._initial_parameters(sample, inits, random_state) if do_init else self._params
+            except NumericalOverflowError as err:
+                raise self._overflow_error(err, X, "the initialisation") from None
             if resume_from is not None and init < resume_from.init:
                 continue
             state = EMState(init=init, n_iter=0, params=params, lower_bounds=[], best=best)
@@ -421,11 +424,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_iter = state.n_iter
         while not converged and n_iter < self.max_iter:
             n_iter += 1
-            stats = _dask.statistics(X, params, w)
-            if n_iter == 1:
-                n_empty = self._check_first_statistics(stats, X.shape[0])
-            lower_bound = stats.loglik / stats.n_rows
-            params = m_step(stats, reg_covar=self.reg_covar, covariance_type=self.covariance_type, previous=params)
+            try:
+                stats = _dask.statistics(X, params, w)
+                if n_iter == 1:
+                    n_empty = self._check_first_statistics(stats, X.shape[0])
+                lower_bound = stats.loglik / stats.n_rows
+                params = m_step(stats, reg_covar=self.reg_covar, covariance_type=self.covariance_type, previous=params)
+            except NumericalOverflowError as err:
+                raise self._overflow_error(err, X, f"iteration {n_iter}") from None
             lower_bounds.append(lower_bound)
             if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
                 logger.info("iteration %d: lower bound %.8g", n_iter, lower_bound)
@@ -438,6 +444,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             logger.info("initialisation %s after %d iterations, lower bound %.8g",
                         "converged" if converged else "did not converge", n_iter, previous)
         return state
+
+    def _overflow_error(self, err: NumericalOverflowError, X, when: str) -> NumericalOverflowError:
+        """``err`` of the M-step, saying when, for which features, and how large their values are
+        (one more pass over those features, on this error path only)."""
+        features = err.features or list(range(X.shape[1]))
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if isinstance(X, da.Array):
+                vmax = float(da.nanmax(da.fabs(X[:, features])).compute())
+            else:
+                vmax = float(np.nanmax(np.abs(X[:, features])))
+        hint = f" (e.g. divide by 1e{int(np.floor(np.log10(vmax)))})" if np.isfinite(vmax) and vmax > 0 else ""
+        return NumericalOverflowError(
+            f"EM: {err.quantity} of feature(s) {self._feature_labels(features)} overflowed to inf in {when} "
+            f"(feature values up to {vmax:.3g}); scale the input data{hint}"
+            f"{', or pass float64 data' if X.dtype == np.float32 else ''}",
+            step="EM", quantity=err.quantity, features=features,
+        )
 
     def _check_first_statistics(self, stats: SufficientStats, n_samples: int) -> int:
         self._check_usable(stats.feature_counts, n_samples - stats.n_empty)

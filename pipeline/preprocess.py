@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,9 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from gmm_stream.atomic import atomic_output
+from gmm_stream import _persist as persist
+from gmm_stream.atomic import atomic_output, check_not_input
+from gmm_stream.exceptions import NumericalOverflowError
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -140,6 +143,67 @@ def gram_times(X: da.Array, mean: np.ndarray, basis: np.ndarray | None) -> np.nd
     return np.sum(parts, axis=0)
 
 
+# -- overflow to inf -------------------------------------------------------------------
+# Values near the float64 maximum (1e300...) are finite, but their squares are not. The
+# small reduced statistics (moments, cross-products) and the transformed blocks are
+# checked; only when one is not finite is the data read once more, to tell an infinite
+# input from an overflow and to say how large the values are.
+
+
+def _features_text(names: Sequence[str] | None, idx: Sequence[int]) -> str:
+    """``feature 'x3'`` / ``features 'x3', 'x7'`` (indices when the features have no names)."""
+    labels = [repr(names[j]) if names is not None and j < len(names) else str(j) for j in idx]
+    more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
+    return f"feature {labels[0]}" if len(labels) == 1 else f"features {', '.join(labels[:10])}{more}"
+
+
+def _power_of_ten(value: float) -> str:
+    """``1e300`` for 3.2e300: a divisor that brings ``value`` near 1."""
+    return f"1e{math.floor(math.log10(value))}" if value > 0 and math.isfinite(value) else "a large power of 10"
+
+
+def _max_abs(X: da.Array, idx: np.ndarray) -> np.ndarray:
+    """Largest ``|value|`` of the features ``idx`` (NaN ignored): one more pass, on the error path only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        (vmax,) = _compute([da.nanmax(da.fabs(X[:, idx]), axis=0)])
+    return np.asarray(vmax, dtype=np.float64)
+
+
+def _raise_not_finite(X: da.Array, idx: np.ndarray, step: str, quantity: str, names: Sequence[str] | None,
+                      advice: str) -> None:
+    """The statistic ``quantity`` of features ``idx`` of ``X`` is not finite: say whether the
+    input holds infinities (:class:`PreprocessingError`) or the statistic overflowed
+    (:class:`~gmm_stream.exceptions.NumericalOverflowError`)."""
+    vmax = _max_abs(X, idx)
+    infinite = idx[np.isinf(vmax)]
+    if infinite.size:
+        raise PreprocessingError(
+            f"features {infinite[:10].tolist()} hold infinite values; remove or clip them before fitting"
+        )
+    top = float(np.nanmax(vmax)) if np.any(~np.isnan(vmax)) else float("nan")
+    raise NumericalOverflowError(
+        f"{step}: {quantity} of {_features_text(names, idx.tolist())} overflowed to inf (values up to {top:.3g}); "
+        f"rescale the data (e.g. divide by {_power_of_ten(top)}) or {advice}",
+        step=step, quantity=quantity, features=idx,
+    )
+
+
+def _overflowed_columns(out: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """Columns of an element-wise transformed block with an infinity where the input had none.
+
+    Two NaN-ignoring reductions of ``out`` (no temporary) find nothing in the common case;
+    the element-wise test runs only when they see an infinity (or an all-NaN block).
+    """
+    if out.size == 0 or (np.isfinite(np.fmax.reduce(out, axis=None)) and np.isfinite(np.fmin.reduce(out, axis=None))):
+        return np.zeros(0, np.intp)
+    return np.flatnonzero((np.isinf(out) & ~np.isinf(block)).any(axis=0))
+
+
+def _float32_advice(dtype: np.dtype) -> str:
+    return ", or pass float64 data" if dtype == np.float32 else ""
+
+
 # -- steps -----------------------------------------------------------------------------
 
 
@@ -214,9 +278,19 @@ class Log1p(Step):
         return X.map_blocks(_log1p_block, dtype=X.dtype)
 
 
-def _standardize_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _standardize_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                       names: Sequence[str] | None = None) -> np.ndarray:
     out = np.subtract(block, mean, dtype=block.dtype)
     out /= scale
+    cols = _overflowed_columns(out, block)
+    if cols.size:
+        vmax = float(np.nanmax(np.abs(block[:, cols])))
+        raise NumericalOverflowError(
+            f"standardize (transform): the standardised values of {_features_text(names, cols.tolist())} overflowed "
+            f"to inf (values up to {vmax:.3g}, scale {float(np.min(scale[cols])):.3g}, {block.dtype}); rescale the "
+            f"data as the training data were{_float32_advice(block.dtype)}",
+            step="standardize", quantity="the standardised values", features=cols,
+        )
     return out
 
 
@@ -246,9 +320,11 @@ class Standardize(Step):
 
     def fit(self, X: da.Array) -> Standardize:
         count, mean, var = column_moments(X)
-        if np.any(np.isinf(mean) | np.isinf(var)):
-            bad = np.flatnonzero(np.isinf(mean) | np.isinf(var))[:10].tolist()
-            raise PreprocessingError(f"features {bad} hold infinite values; remove or clip them before fitting")
+        bad = np.flatnonzero((count > 0) & ~(np.isfinite(mean) & np.isfinite(var)))
+        if bad.size:  # infinite values in the input, or moments that overflowed
+            quantity = "the sum of squares" if np.all(np.isfinite(mean[bad])) else "the sum"
+            _raise_not_finite(X, bad, self.name, quantity, getattr(self, "_feature_names", None),
+                              "add the log1p step before standardize")
         empty = count == 0
         constant = _constant_mask(count, mean, var) & ~empty
         _warn_constant(constant, empty)
@@ -261,7 +337,9 @@ class Standardize(Step):
     def transform(self, X: da.Array) -> da.Array:
         self._check_fitted()
         mean, scale = self.mean_.astype(X.dtype), self.scale_.astype(X.dtype)
-        return X.map_blocks(_standardize_block, mean, scale, dtype=X.dtype)
+        names = getattr(self, "_feature_names", None)
+        names = None if names is None else tuple(names)
+        return X.map_blocks(_standardize_block, mean, scale, dtype=X.dtype, names=names)
 
 
 def _warn_constant(constant: np.ndarray, empty: np.ndarray) -> None:
@@ -281,7 +359,16 @@ def _warn_constant(constant: np.ndarray, empty: np.ndarray) -> None:
 def _project_block(block: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
     z = np.asarray(block, dtype=np.float64) - mean
     np.nan_to_num(z, copy=False, nan=0.0)
-    return (z @ components.T).astype(block.dtype, copy=False)
+    out = (z @ components.T).astype(block.dtype, copy=False)
+    if not np.all(np.isfinite(out)) and not np.isinf(block).any():  # finite input, no NaN left: an overflow
+        axes = np.flatnonzero(~np.all(np.isfinite(out), axis=0))
+        raise NumericalOverflowError(
+            f"pca (transform): the projections on {', '.join(f'PC{j + 1}' for j in axes[:10])} overflowed to inf "
+            f"(values up to {float(np.nanmax(np.abs(block))):.3g}, {block.dtype}); rescale the data as the training "
+            f"data were, or add standardize before pca{_float32_advice(block.dtype)}",
+            step="pca", quantity="the projections", features=(),
+        )
+    return out
 
 
 def _orthonormal(Y: np.ndarray) -> np.ndarray:
@@ -349,6 +436,10 @@ class PCA(Step):
                 f"{min(n_samples, n_features)}; choose fewer components"
             )
         count, mean, _ = column_moments(X)
+        bad = np.flatnonzero((count > 0) & ~np.isfinite(mean))
+        if bad.size:  # infinite values in the input, or sums that overflowed
+            _raise_not_finite(X, bad, self.name, "the sum", getattr(self, "_feature_names", None),
+                              "add standardize (and log1p) before pca")
         self.mean_ = np.where(count > 0, mean, 0.0)
         basis, gram_basis = self._range(X)
         evals, vecs = np.linalg.eigh(basis.T @ gram_basis)  # small (c, c) problem
@@ -364,13 +455,22 @@ class PCA(Step):
         n_features = X.shape[1]
         width = self.n_components + self.n_oversamples
         if width >= n_features:
-            return np.eye(n_features), gram_times(X, self.mean_, None)
+            return np.eye(n_features), self._gram_times(X, None)
         rng = np.random.default_rng(self.random_state)
-        product = gram_times(X, self.mean_, rng.standard_normal((n_features, width)))
+        product = self._gram_times(X, rng.standard_normal((n_features, width)))
         for _ in range(self.n_power_iter):
-            product = gram_times(X, self.mean_, _orthonormal(product))
+            product = self._gram_times(X, _orthonormal(product))
         basis = _orthonormal(product)
-        return basis, gram_times(X, self.mean_, basis)
+        return basis, self._gram_times(X, basis)
+
+    def _gram_times(self, X: da.Array, basis: np.ndarray | None) -> np.ndarray:
+        """:func:`gram_times`, checked finite (row ``j`` of the product belongs to feature ``j``)."""
+        product = gram_times(X, self.mean_, basis)
+        bad = np.flatnonzero(~np.all(np.isfinite(product), axis=1))
+        if bad.size:
+            _raise_not_finite(X, bad, self.name, "the cross-products", getattr(self, "_feature_names", None),
+                              "add standardize (and log1p) before pca")
+        return product
 
     def transform(self, X: da.Array) -> da.Array:
         self._check_fitted()
@@ -479,11 +579,17 @@ class Preprocessor:
         data = _as_dask(X)
         self.n_features_in_ = int(data.shape[1])
         self.feature_names_in_ = _feature_names(X)
+        self._name_features()
         for step in self.steps:
             logger.info("fitting preprocessing step %r on %s rows", step, data.shape[0])
             step.fit(data)
             data = step.transform(data)
         return self
+
+    def _name_features(self) -> None:
+        """Tell the steps the feature names, for their overflow messages (pca is always last)."""
+        for step in self.steps:
+            step._feature_names = self.feature_names_in_
 
     def transform(self, X: Data) -> Data:
         """Apply the fitted steps lazily.
@@ -551,10 +657,13 @@ class Preprocessor:
         ------
         OutputExistsError
             If a saved preprocessing is already there and ``overwrite`` is False.
+        InputOverlapError
+            If ``path`` (resolved) overlaps an input opened in this process.
         """
         if not self.is_fitted:
             raise PreprocessingError("cannot save a Preprocessor that is not fitted; call fit first")
         directory = Path(path)
+        check_not_input(directory)  # before anything is created
         target_json = directory / JSON_NAME
         if target_json.exists() and not overwrite:
             raise OutputExistsError(f"{target_json} exists; pass overwrite=True to replace it")
@@ -579,20 +688,34 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Preprocessor:
-        """Read a preprocessing saved by :meth:`save` (no pickle involved)."""
+        """Read a preprocessing saved by :meth:`save` (no pickle involved), checking both files.
+
+        Each must be a regular file (not a symbolic link, a directory or a FIFO; the
+        directory itself may be reached through a link). ``preprocessing.json`` is bounded
+        in size and nesting, of a known format version, with exactly the expected keys and
+        value types, known step names in order with exactly their parameters;
+        ``preprocessing.npz`` holds exactly the arrays of those steps, of the shapes the
+        feature count gives, float (counts integer), finite, with ``scale > 0``,
+        non-negative variances and orthonormal PCA axes.
+
+        Raises
+        ------
+        PreprocessingNotFoundError
+            If ``path`` holds no ``preprocessing.json``.
+        PreprocessingFormatError
+            If a file or a value is not what :meth:`save` writes; the message names the
+            file and the field.
+        """
         directory = Path(path)
         header = _read_header(directory)
-        pre = cls(header["steps"])
-        try:
-            with np.load(directory / NPZ_NAME, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as err:
-            raise PreprocessingFormatError(f"{directory / NPZ_NAME} cannot be read: {err}") from err
+        pre = _steps_from_header(persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError), header)
+        arrays = _read_arrays(directory, pre.steps, header["n_features_in"])
         for i, step in enumerate(pre.steps):
             prefix = f"{i}.{step.name}."
             step.set_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-        pre.n_features_in_ = int(header["n_features_in"])
-        pre.feature_names_in_ = header.get("feature_names_in")
+        pre.n_features_in_ = header["n_features_in"]
+        pre.feature_names_in_ = header["feature_names_in"]
+        pre._name_features()
         return pre
 
 
@@ -601,19 +724,101 @@ def _replace_file(target: Path, write: Any) -> None:
         write(fh)
 
 
+# -- checking a saved preprocessing (the readers and checkers of gmm_stream._persist) ----
+
+_WHAT = "preprocessing directory"
+
+#: the parameters of each step in preprocessing.json, and their checkers
+_STEP_PARAMS: dict[str, dict[str, persist.Checker]] = {
+    "log1p": {},
+    "standardize": {},
+    "pca": {"n_components": persist.integer(1), "n_oversamples": persist.integer(0),
+            "n_power_iter": persist.integer(0), "random_state": persist.integer()},
+}
+
+
+def _check_step(src: persist.SavedFile, field: str, value: Any) -> None:
+    """One step spec: a known ``name`` and exactly that step's parameters."""
+    if not isinstance(value, dict) or "name" not in value:
+        persist.check_object(src, field, value, {"name": persist.string()})
+    persist.string(*STEP_ORDER)(src, f"{field}.name", value["name"])
+    persist.check_object(src, field, value, {"name": persist.string(), **_STEP_PARAMS[value["name"]]})
+
+
+_HEADER_KEYS: dict[str, persist.Checker] = {
+    "format": persist.string(FORMAT),
+    "format_version": persist.integer(1, FORMAT_VERSION),
+    "gmm_stream_version": persist.string(),
+    "n_features_in": persist.integer(1),
+    "feature_names_in": persist.optional(persist.list_of(persist.string())),
+    "steps": persist.list_of(_check_step),
+}
+
+
 def _read_header(directory: Path) -> dict[str, Any]:
-    target = directory / JSON_NAME
-    if not target.exists():
+    """``preprocessing.json``, checked: format and version, keys, types, feature names."""
+    if not os.path.lexists(directory / JSON_NAME):
         raise PreprocessingNotFoundError(
             f"no saved preprocessing at {directory} ({JSON_NAME} missing); save one with Preprocessor.save"
         )
-    try:
-        header = json.loads(target.read_text())
-    except json.JSONDecodeError as err:
-        raise PreprocessingFormatError(f"{target} is not valid JSON: {err}") from err
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
-        raise PreprocessingFormatError(
-            f"{target} has format {header.get('format')!r} version {header.get('format_version')!r}; "
-            f"expected {FORMAT!r} version {FORMAT_VERSION}"
-        )
+    src = persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
+    header = persist.read_json(src)
+    persist.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
+    persist.check_object(src, "", header, _HEADER_KEYS)
+    persist.check_feature_names(src, header)
     return header
+
+
+def _steps_from_header(src: persist.SavedFile, header: dict[str, Any]) -> Preprocessor:
+    """The (unfitted) steps of the header, in a valid order, PCA no wider than the features."""
+    try:
+        pre = Preprocessor(header["steps"])
+    except PreprocessingError as err:
+        raise src.fail("steps", f"are not a valid preprocessing: {err}") from None
+    n_features = header["n_features_in"]
+    for i, step in enumerate(pre.steps):
+        if isinstance(step, PCA) and step.n_components > n_features:
+            raise src.fail(f"steps[{i}].n_components",
+                           f"is {step.n_components}, more than n_features_in = {n_features}")
+    return pre
+
+
+def _step_shapes(step: Step, n_features: int) -> dict[str, tuple[int, ...]]:
+    """Shape of each fitted array of ``step`` on ``n_features`` input features."""
+    if isinstance(step, PCA):
+        k = step.n_components
+        return {"mean": (n_features,), "components": (k, n_features), "explained_variance": (k,),
+                "singular_values": (k,)}
+    return dict.fromkeys(step._fitted_arrays, (n_features,))
+
+
+def _saved_layout(steps: Sequence[Step], n_features: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, kind) of every array of ``preprocessing.npz`` (counts are integers)."""
+    return {f"{i}.{step.name}.{key}": (shape, "i" if key == "n_samples_seen" else "f")
+            for i, step in enumerate(steps) for key, shape in _step_shapes(step, n_features).items()}
+
+
+def _check_step_values(src: persist.SavedFile, prefix: str, step: Step, arrays: Mapping[str, np.ndarray]) -> None:
+    """Ranges of a step's arrays (already finite): positive scales, non-negative variances
+    and counts, orthonormal PCA axes."""
+    if isinstance(step, Standardize):
+        persist.check_nonnegative(src, prefix + "scale", arrays[prefix + "scale"], strict=True)
+        persist.check_nonnegative(src, prefix + "var", arrays[prefix + "var"])
+        persist.check_nonnegative(src, prefix + "n_samples_seen", arrays[prefix + "n_samples_seen"])
+    if isinstance(step, PCA):
+        persist.check_nonnegative(src, prefix + "explained_variance", arrays[prefix + "explained_variance"])
+        persist.check_nonnegative(src, prefix + "singular_values", arrays[prefix + "singular_values"])
+        components = arrays[prefix + "components"]
+        err = float(np.max(np.abs(components @ components.T - np.eye(components.shape[0]))))
+        if err > 1e-6:
+            raise src.fail(prefix + "components", f"are not orthonormal (largest |C Cᵀ - I| is {err:.3g})")
+
+
+def _read_arrays(directory: Path, steps: Sequence[Step], n_features: int) -> dict[str, np.ndarray]:
+    """``preprocessing.npz``, checked against the steps of the header."""
+    src = persist.SavedFile(directory, NPZ_NAME, _WHAT, PreprocessingFormatError)
+    widths = "".join(f", pca n_components={s.n_components}" for s in steps if isinstance(s, PCA))
+    arrays = persist.load_arrays(src, _saved_layout(steps, n_features), f"n_features_in={n_features}{widths}")
+    for i, step in enumerate(steps):
+        _check_step_values(src, f"{i}.{step.name}.", step, arrays)
+    return arrays
