@@ -8,19 +8,21 @@ from typing import Any
 from prefect import flow
 
 from flows.compute import dask_compute
+from flows.preflight import preflight
 from flows.summaries import model_report, require_flow, run_summary
 from flows.tasks import (
     Candidate,
-    check_outputs,
     fit_model,
     fit_preprocessing,
     label_model,
     load_job_task,
     prepare_source,
+    output_set,
     publish_report,
-    remove_checkpoint,
+    publish_run,
     save_model,
     score_model,
+    start_run,
     write_predictions,
 )
 
@@ -48,17 +50,20 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
     started = time.perf_counter()
     job = load_job_task(job_path, overrides or [], working_directory)
     require_flow(job, job_path, "fit")
-    with dask_compute(job.compute) as compute:
+    preflight(job)
+    outputs = output_set(job)
+    with outputs.lock(job.name), dask_compute(job.compute) as compute:
         identity = prepare_source(job)
-        check_outputs(job)
-        preprocessor = fit_preprocessing(job, identity)
-        fitted = fit_model(job, preprocessor, identity, Candidate(job.model.n_components, job.model.covariance_type))
+        run = start_run(job, outputs, identity)
+        preprocessor = fit_preprocessing(job, run, identity)
+        fitted = fit_model(job, run, preprocessor, identity,
+                           Candidate(job.model.n_components, job.model.covariance_type))
         matching = label_model(job, fitted.model)
         scores = score_model(job, fitted.model, preprocessor)
-        model_dir = save_model(job, fitted.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, fitted.model, preprocessor, identity)
-        remove_checkpoint(job)
+        model_dir = save_model(job, run, fitted.model, preprocessor, scores, identity, matching)
+        written = write_predictions(job, run, fitted.model, preprocessor, identity)
         report = model_report(job, identity, compute, fitted.model, scores, fit=fitted, matching=matching,
                               outputs={"model": model_dir, "predictions": written}, started=started)
-        files = publish_report(job, report)
+        files = publish_report(job, run, report)
+        publish_run(outputs, run)
     return run_summary(job, report, files)

@@ -8,15 +8,18 @@ from typing import Any
 from prefect import flow
 
 from flows.compute import dask_compute
+from flows.preflight import preflight
 from flows.summaries import model_report, require_flow, run_summary
 from flows.tasks import (
     anomaly_threshold,
-    check_outputs,
     load_job_task,
     load_saved_model,
+    output_set,
     prepare_source,
     publish_report,
+    publish_run,
     score_model,
+    start_run,
     write_predictions,
 )
 
@@ -37,17 +40,20 @@ def predict_flow(job_path: str, overrides: list[str] | None = None,
     started = time.perf_counter()
     job = load_job_task(job_path, overrides or [], working_directory)
     require_flow(job, job_path, "predict")
-    with dask_compute(job.compute) as compute:
+    preflight(job)
+    outputs = output_set(job)
+    with outputs.lock(job.name), dask_compute(job.compute) as compute:
         identity = prepare_source(job)
-        check_outputs(job)
+        run = start_run(job, outputs, identity)
         saved = load_saved_model(job.predict.model)
         threshold = anomaly_threshold(saved.training, job.predict.anomaly_quantile)
         scores = score_model(job, saved.model, saved.preprocessor, threshold=threshold)
-        written = write_predictions(job, saved.model, saved.preprocessor, identity, threshold=threshold)
+        written = write_predictions(job, run, saved.model, saved.preprocessor, identity, threshold=threshold)
         report = model_report(job, identity, compute, saved.model, scores,
                               outputs={"model": str(saved.path), "predictions": written}, started=started)
         report.lower_bounds = []  # the saved model's training history is not this run's
         report.anomalies = {"quantile": job.predict.anomaly_quantile, "threshold": threshold,
                             "count": scores.n_anomalies, "n_rows": scores.n_rows, "path": job.predict.anomalies}
-        files = publish_report(job, report)
+        files = publish_report(job, run, report)
+        publish_run(outputs, run)
     return run_summary(job, report, files)

@@ -14,19 +14,21 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.compute import dask_compute
+from flows.preflight import preflight
 from flows.summaries import model_report, require_flow, run_summary, selection_rows
 from flows.tasks import (
     Candidate,
     CandidateResult,
-    check_outputs,
     fit_candidate,
     fit_preprocessing,
     label_model,
     load_job_task,
     prepare_source,
+    output_set,
     publish_report,
-    remove_checkpoint,
+    publish_run,
     save_model,
+    start_run,
     write_predictions,
 )
 
@@ -52,24 +54,26 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
     require_flow(job, job_path, "select")
     grid = [Candidate(k, cov) for cov in job.selection.covariance_types for k in job.selection.n_components]
     criterion = job.selection.criterion
-    with dask_compute(job.compute) as compute:
+    preflight(job)
+    outputs = output_set(job)
+    with outputs.lock(job.name), dask_compute(job.compute) as compute:
         identity = prepare_source(job)
-        check_outputs(job)
-        preprocessor = fit_preprocessing(job, identity)
+        run = start_run(job, outputs, identity)
+        preprocessor = fit_preprocessing(job, run, identity)
         if compute.distributed:
-            futures = [fit_candidate.submit(job, preprocessor, identity, c) for c in grid]
+            futures = [fit_candidate.submit(job, run, preprocessor, identity, c) for c in grid]
             results: list[CandidateResult] = [f.result() for f in futures]
         else:
-            results = [fit_candidate(job, preprocessor, identity, c) for c in grid]
+            results = [fit_candidate(job, run, preprocessor, identity, c) for c in grid]
         table = selection_rows(results, criterion)
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
         matching = label_model(job, best.fit.model)
         scores = best.scores.relabelled(matching.order)
-        model_dir = save_model(job, best.fit.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, best.fit.model, preprocessor, identity)
-        remove_checkpoint(job)
+        model_dir = save_model(job, run, best.fit.model, preprocessor, scores, identity, matching)
+        written = write_predictions(job, run, best.fit.model, preprocessor, identity)
         report = model_report(job, identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
                               outputs={"model": model_dir, "predictions": written}, started=started)
         report.selection, report.criterion, report.best = table, criterion, best.fit.candidate.label
-        files = publish_report(job, report)
+        files = publish_report(job, run, report)
+        publish_run(outputs, run)
     return run_summary(job, report, files)

@@ -29,16 +29,19 @@ from prefect.cache_policies import NONE
 
 import gmm_stream
 from gmm_stream import GaussianMixture, load_model
+from gmm_stream.atomic import disk_full
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from pipeline import Preprocessor, make_provenance, make_sink, make_source, model_params, predict_results
 from pipeline.provenance import canonical_json
+from pipeline.output_set import OutputSet, Run
 from pipeline.results import Results
 
 from flows import progress
 from flows.config import Job, ModelConfig
 from flows.demo import ensure_synthetic
-from flows.exceptions import ModelNotFoundError, OutputsExistError
+from flows.exceptions import ModelNotFoundError
 from flows.labels import LabelMatching, label_components
+from flows.preflight import output_set
 from flows.report import RunReport, publish_artifacts, write_report
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "fit_em",
     "score",
     "anomaly_threshold",
+    "output_set",
+    "run_fingerprint",
     "QUANTILE_LEVELS",
 ]
 
@@ -73,6 +78,8 @@ def _transient(task_, task_run, state) -> bool:
             return False
     permanent = (GMMStreamError, FileNotFoundError, FileExistsError, PermissionError,
                  IsADirectoryError, NotADirectoryError)
+    if disk_full(exc):  # a full disk does not empty itself: fail once, naming the path
+        return False
     return isinstance(exc, (OSError, TimeoutError)) and not isinstance(exc, permanent)
 
 
@@ -202,10 +209,10 @@ def _matching_checkpoint(directory: Path, fp: str, what: str) -> bool:
     return False
 
 
-def fit_preprocessor(job: Job, data: xr.DataArray, fp: str) -> Preprocessor:
+def fit_preprocessor(job: Job, data: xr.DataArray, fp: str, checkpoint_dir: Path) -> Preprocessor:
     """Fit the job's preprocessing (or reload the one checkpointed by an interrupted run)."""
     steps = [s.model_dump() for s in job.preprocessing]
-    ckpt = job.checkpoint_dir / "preprocessing"
+    ckpt = checkpoint_dir / "preprocessing"
     if job.checkpoint.enabled and _matching_checkpoint(ckpt, fp, "preprocessing"):
         try:
             return Preprocessor.load(ckpt)
@@ -218,17 +225,17 @@ def fit_preprocessor(job: Job, data: xr.DataArray, fp: str) -> Preprocessor:
     return pre
 
 
-def fit_em(job: Job, Z: xr.DataArray, candidate: Candidate, fp: str) -> FitResult:
+def fit_em(job: Job, Z: xr.DataArray, candidate: Candidate, fp: str, checkpoint_dir: Path) -> FitResult:
     """Run EM for ``candidate`` on the preprocessed data, checkpointing as the job says.
 
-    A checkpoint (``<output>/checkpoint/<k..-type>/state``) of the same job and input is
+    A checkpoint (``<run>/checkpoint/<k..-type>/state``) of the same job and input is
     resumed from; the fit then ends with the model an uninterrupted fit gives.
     """
     start = time.perf_counter()
     params = (job.model or ModelConfig()).estimator_params()  # select: the grid sets K and the type
     params.update(n_components=candidate.n_components, covariance_type=candidate.covariance_type)
     model = GaussianMixture(**params)
-    ckpt = job.checkpoint_dir / candidate.slug
+    ckpt = checkpoint_dir / candidate.slug
     fp = fingerprint(fp, candidate.slug)
     resume = None
     if job.checkpoint.enabled:
@@ -353,38 +360,39 @@ def prepare_source(job: Job) -> dict[str, Any]:
     return source_identity(job)
 
 
-def _existing_outputs(job: Job) -> list[Path]:
-    paths = [Path(s.path) for s in job.output.sinks] + [job.report_dir]
-    if job.flow == "predict":
-        paths.append(Path(job.predict.anomalies))
-    else:
-        paths.append(job.model_dir)
-    return [p for p in paths if p.exists()]
+def run_fingerprint(job: Job, identity: dict[str, Any]) -> str:
+    """What a run's outputs depend on: the whole job and the input's identity."""
+    return fingerprint(job.settings(), identity)
 
 
-@task(name="check-outputs", cache_policy=NONE)
-def check_outputs(job: Job) -> None:
-    """Refuse to start when outputs exist and ``output.overwrite`` is false."""
-    existing = _existing_outputs(job)
-    if existing and not job.output.overwrite:
-        shown = ", ".join(str(p) for p in existing)
-        raise OutputsExistError(
-            f"outputs exist already: {shown}; set output.overwrite: true (or --set output.overwrite=true) "
-            "or choose another output.directory"
-        )
+@task(name="start-run", cache_policy=NONE)
+def start_run(job: Job, outputs: OutputSet, identity: dict[str, Any]) -> Run:
+    """Resume this job's interrupted run, or start a new run directory (refused if outputs exist)."""
+    run = outputs.begin(run_fingerprint(job, identity), overwrite=job.output.overwrite, job_name=job.name)
+    if run.resumed:
+        logger.info("resuming the interrupted run in %s", run.directory)
+    return run
+
+
+@task(name="publish-run", **IO)
+def publish_run(outputs: OutputSet, run: Run) -> str:
+    """Make the finished run the published output set (one atomic switch)."""
+    outputs.publish(run)
+    return str(outputs.current)
 
 
 @task(name="fit-preprocessing", cache_policy=NONE)
-def fit_preprocessing(job: Job, identity: dict[str, Any]) -> Preprocessor:
+def fit_preprocessing(job: Job, run: Run, identity: dict[str, Any]) -> Preprocessor:
     """Fit the preprocessing steps out of core (resumed from a checkpoint when there is one)."""
-    return fit_preprocessor(job, open_data(job), job_fingerprint(job, identity))
+    return fit_preprocessor(job, open_data(job), job_fingerprint(job, identity), run.checkpoint_dir)
 
 
 @task(name="fit-model", cache_policy=NONE)
-def fit_model(job: Job, preprocessor: Preprocessor, identity: dict[str, Any], candidate: Candidate) -> FitResult:
+def fit_model(job: Job, run: Run, preprocessor: Preprocessor, identity: dict[str, Any],
+              candidate: Candidate) -> FitResult:
     """Initialise and run EM on the preprocessed data, with per-iteration checkpoints."""
     Z = preprocessor.transform(open_data(job))
-    return fit_em(job, Z, candidate, job_fingerprint(job, identity))
+    return fit_em(job, Z, candidate, job_fingerprint(job, identity), run.checkpoint_dir)
 
 
 @dataclass
@@ -396,11 +404,11 @@ class CandidateResult:
 
 
 @task(name="fit-candidate", cache_policy=NONE)
-def fit_candidate(job: Job, preprocessor: Preprocessor, identity: dict[str, Any],
+def fit_candidate(job: Job, run: Run, preprocessor: Preprocessor, identity: dict[str, Any],
                   candidate: Candidate) -> CandidateResult:
     """Fit one candidate of the grid and score it (BIC, AIC, ICL) in one more pass."""
     Z = preprocessor.transform(open_data(job))
-    fit = fit_em(job, Z, candidate, job_fingerprint(job, identity))
+    fit = fit_em(job, Z, candidate, job_fingerprint(job, identity), run.checkpoint_dir)
     return CandidateResult(fit, score(fit.model, Z, max_points=job.report.max_plot_points))
 
 
@@ -434,9 +442,12 @@ def label_model(job: Job, model: GaussianMixture) -> LabelMatching:
 
 
 @task(name="save-model", **IO)
-def save_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor, scores: Scores,
+def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preprocessor, scores: Scores,
                identity: dict[str, Any], matching: LabelMatching | None) -> str:
-    """Write ``model/``: the model, its preprocessing, ``training.json`` and ``job.json``, atomically."""
+    """Write ``model/`` into the run: the model, its preprocessing, ``training.json`` and ``job.json``.
+
+    Written atomically; a resumed run replaces the copy an interrupted attempt wrote.
+    """
     from gmm_stream.atomic import atomic_output
 
     training = {
@@ -453,7 +464,7 @@ def save_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor, sco
         "labels": None if matching is None else matching.to_dict(),
         "provenance": make_provenance(job.settings(), identity),
     }
-    with atomic_output(job.model_dir, overwrite=job.output.overwrite) as tmp:
+    with atomic_output(run.path(job.model_dir), overwrite=True) as tmp:
         model.save(tmp)
         preprocessor.save(tmp)
         (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=float) + "\n")
@@ -517,9 +528,14 @@ def write_anomalies(path: Path, results: Results, threshold: float, quantile: fl
 
 
 @task(name="write-predictions", **IO)
-def write_predictions(job: Job, model: GaussianMixture, preprocessor: Preprocessor, identity: dict[str, Any],
-                      threshold: float | None = None) -> list[str]:
-    """Write labels, probabilities and log-densities to every sink (and anomaly flags for predict)."""
+def write_predictions(job: Job, run: Run, model: GaussianMixture, preprocessor: Preprocessor,
+                      identity: dict[str, Any], threshold: float | None = None) -> list[str]:
+    """Write labels, probabilities and log-densities to every sink (and anomaly flags for predict).
+
+    Each output goes into the run directory; a resumed run keeps the ones an interrupted
+    attempt finished (each was written atomically, so an existing one is complete).
+    Returns the paths where they are published.
+    """
     Z = preprocessor.transform(open_data(job))
     results = predict_results(model, Z)
     settings = job.settings()
@@ -527,20 +543,25 @@ def write_predictions(job: Job, model: GaussianMixture, preprocessor: Preprocess
     params = model_params(model)
     written = []
     for sink in job.output.sinks:
-        options: dict[str, Any] = {"overwrite": job.output.overwrite}
+        written.append(sink.path)
+        target = run.path(sink.path)
+        if target.exists():
+            logger.info("%s: written by the interrupted attempt of this run; kept", sink.path)
+            continue
+        options: dict[str, Any] = {"overwrite": False}
         if sink.format == "anndata":
             options.update(input_path=job.source.path, key_added=job.output.key_added)
         elif sink.format == "parquet":
             options.update(id_column=sink.id_column, compression=sink.compression)
         else:
             options.update(zarr_format=sink.zarr_format)
-        out = make_sink(sink.format, sink.path, **options).write(
+        make_sink(sink.format, target, **options).write(
             results, provenance=provenance, settings=_without_none(settings), params=params)
-        written.append(str(out))
     if threshold is not None and job.predict is not None:
-        out = write_anomalies(Path(job.predict.anomalies), results, threshold, job.predict.anomaly_quantile,
-                              provenance, job.output.overwrite)
-        written.append(str(out))
+        written.append(job.predict.anomalies)
+        target = run.path(job.predict.anomalies)
+        if not target.exists():
+            write_anomalies(target, results, threshold, job.predict.anomaly_quantile, provenance, False)
     return written
 
 
@@ -553,17 +574,13 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-@task(name="remove-checkpoint", cache_policy=NONE)
-def remove_checkpoint(job: Job) -> None:
-    """Delete the job's checkpoints once the model and the results are written."""
-    if job.checkpoint_dir.exists():
-        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
-
-
 @task(name="publish-report", **IO)
-def publish_report(job: Job, report: RunReport) -> dict[str, str]:
-    """Write the report files (and plots) to ``<output>/report`` and publish the Prefect artifacts."""
-    files = write_report(report, job.report_dir, plots=job.report.plots)
+def publish_report(job: Job, run: Run, report: RunReport) -> dict[str, str]:
+    """Write the report files (and plots) into the run and publish the Prefect artifacts.
+
+    Returns the files by name, at the paths where they are published (``<output>/report/``).
+    """
+    files = write_report(report, run.path(job.report_dir), plots=job.report.plots)
     if job.report.artifacts:
         publish_artifacts(report)
-    return files
+    return {name: str(job.report_dir / name) for name in files}

@@ -18,6 +18,7 @@ import zarr
 from anndata.experimental import read_elem_lazy
 from anndata.io import write_elem
 
+from pipeline._paths import input_paths
 from pipeline.exceptions import SinkError, SourceNotFoundError
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
@@ -162,6 +163,9 @@ class AnnDataSink(Sink):
             "settings": json.loads(canonical_json(stamp["settings"])),
             "provenance": json.loads(canonical_json(stamp["provenance"])),
         }
+
+    def _inputs(self) -> list[str]:
+        return input_paths(self.input_path)
 
     def _check_rows(self, root: Group, results: Results) -> None:
         obs = root["obs"]

@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.exceptions import SinkError
+from gmm_stream.atomic import check_not_input
+
+from pipeline._paths import input_paths
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
 from pipeline.results import Results
 from pipeline.sinks._atomic import atomic_output, private_threads
@@ -26,10 +28,6 @@ def str_block(block: Any) -> np.ndarray:
     return np.asarray([str(v) for v in np.asarray(block).tolist()], dtype=object)
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
-
-
 class Sink(abc.ABC):
     """Writes :class:`~pipeline.results.Results` to a local path, chunk by chunk, atomically.
 
@@ -42,8 +40,10 @@ class Sink(abc.ABC):
       renamed into place only when complete, so a crash leaves either the old output
       or the new one (a killed process may leave the hidden temporary behind);
     - an existing output raises :class:`~pipeline.exceptions.OutputExistsError` unless
-      ``overwrite=True``; the input (``provenance["input"]["path"]``) is never written:
-      an output equal to, inside, or containing it raises :class:`~pipeline.exceptions.SinkError`;
+      ``overwrite=True``; the input is never written: an output that equals, lies inside
+      or contains (all resolved: symlinks, ``..``, every file of a glob or directory) the
+      input named in ``provenance["input"]["path"]``, or any input a source opened in
+      this process, raises :class:`~pipeline.exceptions.InputOverlapError`;
     - every output carries the stamp ``{"encoding-type": "gmm_stream_result",
       "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`).
 
@@ -104,11 +104,15 @@ class Sink(abc.ABC):
         """Write everything into ``tmp`` (which does not exist yet)."""
 
     def _check_not_input(self, provenance: Mapping[str, Any]) -> None:
+        """Refuse an output that overlaps the input named in the provenance or any opened input.
+
+        Paths are compared resolved (symlinks, ``..``), against every file a glob or a
+        directory input matches (see :func:`pipeline._paths.input_paths`).
+        """
         source = (provenance.get("input") or {}).get("path")
-        if not source or "://" in str(source):
-            return
-        if _overlaps(self.path, Path(source).absolute()):
-            raise SinkError(
-                f"output {self.path} overlaps the input {source}; the input is never modified: "
-                "write the results to another path"
-            )
+        inputs = (input_paths(source) if source else []) + self._inputs()
+        check_not_input(self.path, inputs)
+
+    def _inputs(self) -> list[str]:
+        """Inputs the sink itself reads (resolved); none by default."""
+        return []

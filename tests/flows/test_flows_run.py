@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from gmm_stream import load_model
 from flows.cli import app
 from flows.fit import fit_flow
+from pipeline.output_set import OutputSet
 from flows.labels import reorder_model
 from flows.predict import predict_flow
 from flows_testing import (
@@ -249,21 +250,25 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, prefect_api)
            "output": {"directory": str(tmp_path / "crashed"), "sinks": [{"format": "parquet", "path": "p.parquet"}]},
            "checkpoint": {"every": 1}}
     crashed = write_job(tmp_path / "crashed.yaml", job)
-    ckpt = tmp_path / "crashed" / "checkpoint" / "k3-full"
+    runs = tmp_path / "crashed" / "runs"
     log = tmp_path / "crash.log"
+
+    def iteration() -> int:  # the EM checkpoint lives in the unpublished run directory
+        return max([checkpoint_iteration(c) for c in runs.glob("*/checkpoint/k3-full")] + [0])
+
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(crashed)], stdout=out,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_API_URL": prefect_api},
                                 start_new_session=True)
     try:
-        wait_for(lambda: checkpoint_iteration(ckpt) >= 3, 120, "a checkpoint at iteration 3", 0.02, proc, log)
+        wait_for(lambda: iteration() >= 3, 120, "a checkpoint at iteration 3", 0.02, proc, log)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    killed_at = checkpoint_iteration(ckpt)
+    killed_at = iteration()
     assert 3 <= killed_at < 25 and not (tmp_path / "crashed" / "model").exists()
 
-    resumed = fit_flow(str(crashed))
+    resumed = fit_flow(str(crashed))  # no overwrite needed: it is this job's own unfinished run
     assert resumed["resumed_from"] == killed_at and resumed["n_iter"] == 25
 
     job["output"]["directory"] = str(tmp_path / "straight")
@@ -276,7 +281,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, prefect_api)
     assert report["resumed_from"] == killed_at
 
 
-def test_a_checkpoint_of_another_job_is_ignored(tmp_path, caplog):
+def test_an_unfinished_run_of_another_job_is_discarded(tmp_path, caplog):
     data = small_data(n=1200, d=2, k=2, seed=9)
     write_parquet(tmp_path / "data.parquet", data.X, data.ids)
     job = {"source": {"format": "parquet", "path": str(tmp_path / "data.parquet"),
@@ -284,10 +289,14 @@ def test_a_checkpoint_of_another_job_is_ignored(tmp_path, caplog):
            "model": {"n_components": 2, "max_iter": 5, "tol": 0.0},
            "output": {"directory": str(tmp_path / "out"), "overwrite": True}}
     path = write_job(tmp_path / "job.yaml", job)
-    stale = tmp_path / "out" / "checkpoint" / "k2-full"
-    stale.mkdir(parents=True)
-    (stale / "fingerprint.json").write_text('{"fingerprint": "another job"}')
-    with caplog.at_level("WARNING", logger="flows.tasks"):
+    outputs = OutputSet(tmp_path / "out", ["model"])
+    with outputs.lock():
+        stale = outputs.begin("another job", overwrite=False)
+    ckpt = stale.checkpoint_dir / "k2-full"
+    ckpt.mkdir(parents=True)
+    (ckpt / "fingerprint.json").write_text('{"fingerprint": "another job"}')
+    with caplog.at_level("INFO", logger="pipeline.output_set"):
         summary = fit_flow(str(path))
     assert summary["resumed_from"] is None and summary["n_iter"] == 5
-    assert any("belongs to another job" in r.getMessage() for r in caplog.records)
+    assert not stale.directory.exists()
+    assert any("abandoned run" in r.getMessage() for r in caplog.records)

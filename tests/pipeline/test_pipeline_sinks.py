@@ -22,7 +22,7 @@ import xarray as xr
 import zarr
 
 import gmm_stream
-from pipeline.exceptions import OutputExistsError, SinkError
+from pipeline.exceptions import InputOverlapError, OutputExistsError, SinkError
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION, make_provenance
 from pipeline.results import Results
 from pipeline.sinks import METADATA_KEY, AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
@@ -179,7 +179,7 @@ class SinkRoundTrip:
     def test_output_over_the_input_is_refused(self, tmp_path, input_path, provenance):
         sink = self.make(input_path, input_path, overwrite=True)
         before = tree_digest(input_path)
-        with pytest.raises(SinkError, match="input is never modified"):
+        with pytest.raises(InputOverlapError, match="input is never modified"):
             sink.write(make_results(), provenance=provenance)
         assert tree_digest(input_path) == before
 
