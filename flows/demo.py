@@ -9,6 +9,9 @@ pipeline's sources read:
 - Parquet: one file with a string ``sample_id`` column, float columns ``x0 ...`` and a
   string ``true_component`` column (not numeric, so not read as a feature).
 
+A job whose preprocessing starts with ``log1p`` gets non-negative data whose ``log1p`` is
+the mixture (:func:`as_counts_like`).
+
 The output is written to a hidden temporary sibling and renamed into place, so two jobs
 generating the same data at once cannot leave a half-written store.
 """
@@ -24,7 +27,7 @@ import numpy as np
 from flows.config import Job, SyntheticConfig
 from flows.exceptions import JobNotFoundError
 
-__all__ = ["SyntheticData", "make_synthetic", "ensure_synthetic", "write_zarr", "write_parquet", "demo_job_path"]
+__all__ = ["SyntheticData", "make_synthetic", "as_counts_like", "ensure_synthetic", "write_zarr", "write_parquet", "demo_job_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,17 @@ def make_synthetic(cfg: SyntheticConfig) -> SyntheticData:
     return SyntheticData(X, component, ids, names)
 
 
+def as_counts_like(data: SyntheticData) -> SyntheticData:
+    """The sample as non-negative, right-skewed values whose ``log1p`` is the Gaussian mixture.
+
+    Jobs that preprocess with ``log1p`` (which refuses values <= -1) get these: each
+    feature is shifted to start at 0, then ``expm1`` is applied, so ``log1p`` recovers
+    the shifted blobs exactly.
+    """
+    shifted = data.X - np.nanmin(data.X, axis=0)
+    return SyntheticData(np.expm1(shifted), data.component, data.ids, data.names)
+
+
 def write_zarr(path: Path, data: SyntheticData, chunk_rows: int = 10_000) -> None:
     """Write ``data`` as a Zarr v3 group at ``path`` (which must not exist)."""
     import zarr
@@ -130,6 +144,8 @@ def ensure_synthetic(job: Job) -> bool:
     logger.info("generating synthetic data (%d x %d, %d clusters) at %s",
                 cfg.n_samples, cfg.n_features, cfg.n_components, path)
     data = make_synthetic(cfg)
+    if any(step.name == "log1p" for step in job.preprocessing):
+        data = as_counts_like(data)
     write = write_zarr if job.source.format == "zarr" else write_parquet
     try:
         with atomic_output(path, overwrite=False) as tmp:
