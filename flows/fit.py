@@ -58,7 +58,7 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
         preprocessor = fit_preprocessing(job, run, identity)
         fitted = fit_model(job, run, preprocessor, identity,
                            Candidate(job.model.n_components, job.model.covariance_type))
-        matching = label_model(job, fitted.model)
+        matching = label_model(job, fitted.model, preprocessor)
         scores = score_model(job, fitted.model, preprocessor)
         model_dir = save_model(job, run, fitted.model, preprocessor, scores, identity, matching)
         written = write_predictions(job, run, fitted.model, preprocessor, identity)

@@ -7,8 +7,11 @@ scheduled job's "cluster 3" means the same thing every night:
    ties broken by the means in lexicographic order.
 2. **Matching to a reference** (``labels.reference``, e.g. yesterday's model): the new
    components are assigned to the reference's by the Hungarian algorithm
-   (:func:`scipy.optimize.linear_sum_assignment`) minimising the total distance, and take
-   the labels of the reference components they are assigned to.
+   (:func:`scipy.optimize.linear_sum_assignment`) and take the labels of the reference
+   components they are assigned to. When the reference run's predictions share sample
+   ids with this run (``labels.reference: previous``, ids in the source), the assignment
+   maximises the number of shared rows that keep their label (the contingency table of
+   the two labellings); otherwise it minimises the total distance between the Gaussians.
 
 Distances between a new component ``N(m1, S1)`` and a reference component ``N(m2, S2)``
 (every covariance type is expanded to full matrices first):
@@ -46,6 +49,8 @@ __all__ = [
     "canonical_order",
     "distance_matrix",
     "match_to_reference",
+    "contingency",
+    "match_by_overlap",
     "permute_params",
     "reorder_model",
     "label_components",
@@ -149,20 +154,14 @@ def distance_matrix(new: GaussianParams, reference: GaussianParams, distance: st
                       for j in range(reference.n_components)] for i in range(new.n_components)])
 
 
-def match_to_reference(new: GaussianParams, reference: GaussianParams, distance: str = "bhattacharyya",
-                       reference_name: str | None = None) -> LabelMatching:
-    """Hungarian assignment of the new components to the reference's (see the module doc)."""
-    cost = distance_matrix(new, reference, distance)
+def _assignment(cost: np.ndarray, new: GaussianParams) -> tuple[list[int], dict[int, int], str]:
+    """Hungarian assignment on ``cost`` (K_new, K_ref): the label order, new -> reference, a note."""
     rows, cols = linear_sum_assignment(cost)
     k_new, k_ref = cost.shape
     by_ref = np.argsort(cols)
     matched_new, matched_ref = rows[by_ref], cols[by_ref]
     unmatched = [int(i) for i in canonical_order(new) if i not in set(rows.tolist())]
     order = [int(i) for i in matched_new] + unmatched
-    ref_of = dict(zip(matched_new.tolist(), matched_ref.tolist()))
-    pairs = [{"label": j, "reference_label": ref_of.get(i),
-              "distance": float(cost[i, ref_of[i]]) if i in ref_of else None}
-             for j, i in enumerate(order)]
     note = ""
     if k_new > k_ref:
         note = (f"{k_new - k_ref} new component(s) have no counterpart in the reference; "
@@ -170,10 +169,53 @@ def match_to_reference(new: GaussianParams, reference: GaussianParams, distance:
     elif k_new < k_ref:
         note = (f"the reference has {k_ref} components and the new model {k_new}: matched components keep "
                 "the reference's order but are renumbered 0..{}".format(k_new - 1))
-    total = float(cost[rows, cols].sum())
-    logger.info("matched %d components to the reference (%s distance, total %.4g)", len(rows), distance, total)
+    return order, dict(zip(matched_new.tolist(), matched_ref.tolist())), note
+
+
+def match_to_reference(new: GaussianParams, reference: GaussianParams, distance: str = "bhattacharyya",
+                       reference_name: str | None = None) -> LabelMatching:
+    """Hungarian assignment of the new components to the reference's (see the module doc)."""
+    cost = distance_matrix(new, reference, distance)
+    order, ref_of, note = _assignment(cost, new)
+    pairs = [{"label": j, "reference_label": ref_of.get(i),
+              "distance": float(cost[i, ref_of[i]]) if i in ref_of else None}
+             for j, i in enumerate(order)]
+    total = float(sum(cost[i, r] for i, r in ref_of.items()))
+    logger.info("matched %d components to the reference (%s distance, total %.4g)", len(ref_of), distance, total)
     return LabelMatching(order=order, reference=reference_name, distance=distance, pairs=pairs,
                          total_cost=total, note=note)
+
+
+def contingency(new_labels: np.ndarray, reference_labels: np.ndarray, k_new: int, k_ref: int) -> np.ndarray:
+    """Counts of rows with new label ``i`` and reference label ``j``, shape (k_new, k_ref).
+
+    Rows where either label is negative (no observed value) are not counted.
+    """
+    new_labels, reference_labels = np.asarray(new_labels), np.asarray(reference_labels)
+    keep = (new_labels >= 0) & (reference_labels >= 0) & (new_labels < k_new) & (reference_labels < k_ref)
+    flat = new_labels[keep].astype(np.int64) * k_ref + reference_labels[keep].astype(np.int64)
+    return np.bincount(flat, minlength=k_new * k_ref).reshape(k_new, k_ref)
+
+
+def match_by_overlap(new: GaussianParams, counts: np.ndarray, reference_name: str | None = None) -> LabelMatching:
+    """Match the new components to the reference's by the rows they share.
+
+    ``counts[i, j]`` is the number of rows (matched by sample id) that the new component
+    ``i`` and the reference component ``j`` claim (:func:`contingency`). The Hungarian
+    assignment maximises the number of rows that keep their label; ``total_cost`` is the
+    fraction of shared rows whose label is kept.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    order, ref_of, note = _assignment(-counts, new)
+    shared = counts.sum()
+    pairs = [{"label": j, "reference_label": ref_of.get(i),
+              "shared_rows": int(counts[i, ref_of[i]]) if i in ref_of else 0}
+             for j, i in enumerate(order)]
+    kept = float(sum(counts[i, r] for i, r in ref_of.items()) / shared) if shared else 0.0
+    logger.info("matched %d components to the reference by the rows they share (%.1f %% of %d rows keep "
+                "their label)", len(ref_of), 100 * kept, int(shared))
+    return LabelMatching(order=order, reference=reference_name, distance="overlap", pairs=pairs,
+                         total_cost=kept, note=note)
 
 
 def permute_params(params: GaussianParams, order: np.ndarray | list[int]) -> GaussianParams:
@@ -193,9 +235,17 @@ def reorder_model(model: GaussianMixture, order: np.ndarray | list[int]) -> Gaus
 
 
 def label_components(model: GaussianMixture, *, order: str = "weight", reference: GaussianMixture | None = None,
-                     reference_name: str | None = None, distance: str = "bhattacharyya") -> LabelMatching:
-    """Relabel ``model`` in place: canonical order, then matching to ``reference`` if given."""
-    if reference is not None:
+                     reference_name: str | None = None, distance: str = "bhattacharyya",
+                     overlap: np.ndarray | None = None) -> LabelMatching:
+    """Relabel ``model`` in place: canonical order, then matching to ``reference`` if given.
+
+    With ``overlap`` (the :func:`contingency` table of this model's labels against the
+    reference run's, on the rows they share), the components are matched by the rows
+    they claim; otherwise by ``distance`` between the Gaussians.
+    """
+    if reference is not None and overlap is not None and np.asarray(overlap).sum() > 0:
+        matching = match_by_overlap(model.params_, overlap, reference_name)
+    elif reference is not None:
         matching = match_to_reference(model.params_, reference.params_, distance, reference_name)
     elif order == "weight":
         matching = LabelMatching(order=[int(i) for i in canonical_order(model.params_)])

@@ -67,7 +67,7 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
             results = [fit_candidate(job, run, preprocessor, identity, c) for c in grid]
         table = selection_rows(results, criterion)
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
-        matching = label_model(job, best.fit.model)
+        matching = label_model(job, best.fit.model, preprocessor)
         scores = best.scores.relabelled(matching.order)
         model_dir = save_model(job, run, best.fit.model, preprocessor, scores, identity, matching)
         written = write_predictions(job, run, best.fit.model, preprocessor, identity)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 from prefect import task
 from prefect.cache_policies import NONE
@@ -40,7 +42,7 @@ from flows import progress
 from flows.config import Job, ModelConfig
 from flows.demo import ensure_synthetic
 from flows.exceptions import ModelNotFoundError
-from flows.labels import LabelMatching, label_components
+from flows.labels import LabelMatching, contingency, label_components
 from flows.preflight import output_set
 from flows.report import RunReport, publish_artifacts, write_report
 
@@ -64,6 +66,8 @@ logger = logging.getLogger(__name__)
 #: Levels at which the training log-density quantiles are stored beside the model.
 QUANTILE_LEVELS = np.concatenate([[1e-4, 2e-4, 5e-4], np.linspace(0.001, 0.999, 999), [0.9995, 0.9998, 0.9999]])
 _SKETCH_POINTS = 4001
+#: ``n_init`` of every candidate of the ``select`` flow unless the job sets ``model.n_init``.
+SELECT_N_INIT = 3
 TRAINING_FILE = "training.json"
 JOB_FILE = "job.json"
 
@@ -232,8 +236,11 @@ def fit_em(job: Job, Z: xr.DataArray, candidate: Candidate, fp: str, checkpoint_
     resumed from; the fit then ends with the model an uninterrupted fit gives.
     """
     start = time.perf_counter()
-    params = (job.model or ModelConfig()).estimator_params()  # select: the grid sets K and the type
+    model_config = job.model or ModelConfig()
+    params = model_config.estimator_params()  # select: the grid sets K and the type
     params.update(n_components=candidate.n_components, covariance_type=candidate.covariance_type)
+    if job.flow == "select" and "n_init" not in model_config.model_fields_set:
+        params["n_init"] = SELECT_N_INIT  # one unlucky start must not decide the comparison
     model = GaussianMixture(**params)
     ckpt = checkpoint_dir / candidate.slug
     fp = fingerprint(fp, candidate.slug)
@@ -433,12 +440,62 @@ def _reference_model(job: Job) -> tuple[GaussianMixture | None, str | None]:
     return load_model(path), str(path)
 
 
+def previous_labels(job: Job) -> pd.Series | None:
+    """The published run's labels by sample id (from its first Parquet or Zarr sink), or None."""
+    for sink in job.output.sinks:
+        path = job.output_dir / "current" / os.path.relpath(sink.path, job.output_dir)
+        if not path.exists():
+            continue
+        if sink.format == "parquet":
+            frame = pd.read_parquet(path, columns=[sink.id_column, "label"])
+            return pd.Series(frame["label"].to_numpy(), index=frame[sink.id_column].astype(str).to_numpy())
+        if sink.format == "zarr":
+            import zarr
+
+            group = zarr.open_group(str(path), mode="r")
+            name = "label" if "label" in group else "labels"
+            ids = np.asarray(group["sample"][:]).astype(str)
+            return pd.Series(np.asarray(group[name][:]), index=ids)
+    return None
+
+
+def overlap_with_previous(job: Job, model: GaussianMixture, Z: xr.DataArray) -> np.ndarray | None:
+    """Contingency of ``model``'s labels against the published run's, on the sample ids they share.
+
+    None when the reference is not ``previous``, the source has no sample ids, or the
+    previous run wrote no Parquet/Zarr predictions.
+    """
+    if job.labels.reference != "previous" or "sample" not in Z.coords:
+        return None
+    reference = previous_labels(job)
+    if reference is None:
+        return None
+    res = predict_results(model, Z)
+    labels, ids = dask.compute(res.labels, res.sample_ids)
+    ids = np.asarray(ids).astype(str)
+    shared = pd.Index(reference.index).get_indexer(ids)
+    found = shared >= 0
+    if not found.any():
+        return None
+    ref = reference.to_numpy()[shared[found]]
+    k_ref = int(ref.max()) + 1 if ref.size else 0
+    return contingency(np.asarray(labels)[found], ref, model.n_components, max(k_ref, 1))
+
+
 @task(name="label-components", **IO)
-def label_model(job: Job, model: GaussianMixture) -> LabelMatching:
-    """Put the components in canonical order, or match them to the reference model (in place)."""
+def label_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor) -> LabelMatching:
+    """Put the components in canonical order, or match them to the reference model (in place).
+
+    With ``labels.reference: previous`` and sample ids shared with the published run's
+    predictions, the components are matched by the rows they claim (one more pass over
+    the data); otherwise by the distance between the Gaussians.
+    """
     reference, name = _reference_model(job)
+    overlap = None
+    if reference is not None:
+        overlap = overlap_with_previous(job, model, preprocessor.transform(open_data(job)))
     return label_components(model, order=job.labels.order, reference=reference, reference_name=name,
-                            distance=job.labels.distance)
+                            distance=job.labels.distance, overlap=overlap)
 
 
 @task(name="save-model", **IO)

@@ -9,9 +9,11 @@ from gmm_stream import GaussianMixture, GaussianParams
 from flows.exceptions import LabelMatchingError
 from flows.labels import (
     canonical_order,
+    contingency,
     distance_matrix,
     full_covariances,
     label_components,
+    match_by_overlap,
     match_to_reference,
     permute_params,
     reorder_model,
@@ -100,3 +102,34 @@ def test_label_components_without_reference_sorts_by_weight():
     gm = GaussianMixture(3, random_state=1).fit(data.X)
     matching = label_components(gm)
     assert np.all(np.diff(gm.weights_) <= 0) and matching.reference is None
+
+
+def test_overlap_matching_keeps_the_most_rows_of_every_permutation():
+    """Against a brute force over every assignment of 4 new to 4 (and 3, and 5) reference labels."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 4, 5000)
+    flip = rng.random(5000) < 0.35
+    new = np.where(flip, rng.integers(0, 4, 5000), np.array([2, 0, 3, 1])[ref])  # noisy relabelling
+    params = random_params(4, 2, "full")
+    for k_ref in (3, 4, 5):
+        ref_k = np.minimum(ref, k_ref - 1)
+        counts = contingency(new, ref_k, 4, k_ref)
+        np.testing.assert_array_equal(counts.sum(), 5000)
+        matching = match_by_overlap(params, counts)
+        kept = sum(counts[i, p["reference_label"]] for i, p in zip(matching.order, matching.pairs)
+                   if p["reference_label"] is not None)
+        best = max(sum(counts[i, j] for i, j in zip(perm_new, perm_ref))
+                   for perm_new in itertools.permutations(range(4), min(4, k_ref))
+                   for perm_ref in [range(min(4, k_ref))])
+        best = max(best, max(sum(counts[i, j] for i, j in zip(range(4), perm))
+                             for perm in itertools.permutations(range(k_ref), min(4, k_ref))))
+        assert kept == best
+        np.testing.assert_allclose(matching.total_cost, best / 5000)
+        assert sorted(matching.order) == list(range(4))
+
+
+def test_contingency_ignores_rows_without_a_label():
+    counts = contingency(np.array([0, 1, -1, 1]), np.array([1, 1, 0, -1]), 2, 2)
+    np.testing.assert_array_equal(counts, [[0, 1], [0, 1]])

@@ -224,6 +224,9 @@ def test_label_continuity_on_shuffled_data(tmp_path):
     fit_flow(str(path), previous)
     again = read_predictions(tmp_path / "day1" / "pred.parquet")["label"]
     pd.testing.assert_series_equal(again, day1)
+    report = json.loads((tmp_path / "day1" / "report" / "report.json").read_text())
+    assert report["matching"]["distance"] == "overlap"  # the previous run's predictions share the ids
+    assert report["matching"]["total_cost"] == 1.0  # every shared row kept its label
 
 
 # ------------------------------------------------------------------------ crash, resume
