@@ -63,7 +63,8 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
         model_dir = save_model(job, run, fitted.model, preprocessor, scores, identity, matching)
         written = write_predictions(job, run, fitted.model, preprocessor, identity)
         report = model_report(job, identity, compute, fitted.model, scores, fit=fitted, matching=matching,
-                              outputs={"model": model_dir, "predictions": written}, started=started)
+                              preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
+                              started=started)
         files = publish_report(job, run, report)
         publish_run(outputs, run)
     return run_summary(job, report, files)

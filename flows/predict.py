@@ -49,7 +49,7 @@ def predict_flow(job_path: str, overrides: list[str] | None = None,
         threshold = anomaly_threshold(saved.training, job.predict.anomaly_quantile)
         scores = score_model(job, saved.model, saved.preprocessor, threshold=threshold)
         written = write_predictions(job, run, saved.model, saved.preprocessor, identity, threshold=threshold)
-        report = model_report(job, identity, compute, saved.model, scores,
+        report = model_report(job, identity, compute, saved.model, scores, preprocessor=saved.preprocessor,
                               outputs={"model": str(saved.path), "predictions": written}, started=started)
         report.lower_bounds = []  # the saved model's training history is not this run's
         report.anomalies = {"quantile": job.predict.anomaly_quantile, "threshold": threshold,

@@ -72,7 +72,8 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
         model_dir = save_model(job, run, best.fit.model, preprocessor, scores, identity, matching)
         written = write_predictions(job, run, best.fit.model, preprocessor, identity)
         report = model_report(job, identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
-                              outputs={"model": model_dir, "predictions": written}, started=started)
+                              preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
+                              started=started)
         report.selection, report.criterion, report.best = table, criterion, best.fit.candidate.label
         files = publish_report(job, run, report)
         publish_run(outputs, run)

@@ -143,6 +143,7 @@ class Scores:
     sample_labels: np.ndarray = field(repr=False)
     n_anomalies: int | None = None
     threshold: float | None = None
+    sample_index: np.ndarray | None = field(default=None, repr=False)  # rows of sample_X in the data
 
     def criterion(self, name: str) -> float:
         return float(getattr(self, name))
@@ -336,6 +337,7 @@ def score(model: GaussianMixture, Z: xr.DataArray, *, max_points: int = 5000, th
         quantile_levels=QUANTILE_LEVELS.tolist(), quantiles=quantiles.tolist(),
         sample_X=np.asarray(out["sample_X"]), sample_labels=np.asarray(out["sample_labels"]),
         n_anomalies=None if threshold is None else int(out["n_anomalies"]), threshold=threshold,
+        sample_index=idx,
     )
 
 

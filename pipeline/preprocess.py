@@ -620,6 +620,54 @@ class Preprocessor:
         """``fit(X).transform(X)``."""
         return self.fit(X).transform(X)
 
+    def inverse_transform_means(self, means: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """Map points of the preprocessed space (e.g. component means) back to the input units.
+
+        The fitted steps are undone in reverse order:
+
+        pca
+            ``m @ components_ + mean_``: the back-projection. PCA keeps only the span of
+            its ``n_components`` axes, so this is not an inverse but the **projection**: the
+            point of the affine span ``mean_ + span(components_)`` whose PCA coordinates are
+            ``m``. For a component mean (an average of PCA coordinates) it is the
+            orthogonal projection, onto that span, of the component's mean in the space
+            before PCA. Exact only when ``n_components == n_features``.
+        standardize
+            ``m * scale_ + mean_``: exact (affine, so a mean maps to the mean).
+        log1p
+            ``expm1(m)``. Of a mean, this is **not** the mean in the original units but
+            ``expm1`` of the mean of the ``log1p`` values (``exp(mean(log(1 + x))) - 1``, a
+            geometric-type mean, at most the arithmetic mean).
+
+        Parameters
+        ----------
+        means : array-like of shape (n_points, n_features_out) or (n_features_out,)
+            Points in the space :meth:`transform` outputs.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_points, n_features_in_) (1-D for a 1-D input).
+        """
+        if not self.is_fitted:
+            raise PreprocessingError("this Preprocessor is not fitted; call fit first or load a saved one")
+        m = np.asarray(means, dtype=np.float64)
+        one = m.ndim == 1
+        m = np.atleast_2d(m)
+        width = self.steps[-1].n_components if self.steps and isinstance(self.steps[-1], PCA) else self.n_features_in_
+        if m.ndim != 2 or m.shape[1] != width:
+            raise PreprocessingError(f"means must have {width} columns (the preprocessed features), got shape "
+                                     f"{np.shape(means)}")
+        for step in reversed(self.steps):
+            if isinstance(step, PCA):
+                m = m @ step.components_ + step.mean_
+            elif isinstance(step, Standardize):
+                m = m * step.scale_ + step.mean_
+            elif isinstance(step, Log1p):
+                m = np.expm1(m)
+            else:  # pragma: no cover - every registered step is handled above
+                raise PreprocessingError(f"step {step.name!r} has no inverse")
+        return m[0] if one else m
+
     def _check_features(self, data: da.Array, X: Any) -> None:
         if data.shape[1] != self.n_features_in_:
             raise PreprocessingError(
