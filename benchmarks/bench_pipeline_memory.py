@@ -190,7 +190,7 @@ def child(job: dict) -> None:
     out = Path(job["out"])
     if job["format"] == "zarr":
         ZarrSink(out.with_suffix(".zarr"), overwrite=True).write(results, provenance=provenance)
-        n_written = xr.open_zarr(out.with_suffix(".zarr"), consolidated=False)["labels"].shape[0]
+        n_written = xr.open_zarr(out.with_suffix(".zarr"), consolidated=False)["label"].shape[0]
     else:
         ParquetSink(out.with_suffix(".parquet"), overwrite=True).write(results, provenance=provenance)
         n_written = len(pd.read_parquet(out.with_suffix(".parquet"), columns=["label"]))

@@ -16,12 +16,13 @@ from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
 from pipeline.provenance import make_provenance
 from pipeline.results import Results, model_params, predict_results
 from pipeline.sinks import AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
-from pipeline.sources import AnnDataSource, ParquetSource, Source, ZarrSource, make_source, open_source
+from pipeline.sources import AnnDataSource, IntegerColumnWarning, ParquetSource, Source, ZarrSource, make_source, open_source
 
 __all__ = [
     "Source",
     "ZarrSource",
     "ParquetSource",
+    "IntegerColumnWarning",
     "AnnDataSource",
     "make_source",
     "open_source",

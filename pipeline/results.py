@@ -32,6 +32,29 @@ def _lazy(x: Any, chunks: tuple[int, ...] | None = None) -> da.Array:
     return da.from_array(x, chunks=(chunks or (x.shape[0],),) + tuple((s,) for s in x.shape[1:]))
 
 
+def _float_labels_block(block: np.ndarray) -> np.ndarray:
+    """Labels held as floats (exact small integers) as int64; NaN becomes -1 (no observed value)."""
+    block = np.asarray(block)
+    out = np.full(block.shape, -1, dtype=np.int64)
+    finite = np.isfinite(block)
+    values = block[finite]
+    if values.size and not np.array_equal(values, np.rint(values)):
+        raise SinkError("labels must be whole numbers (component indices, -1 for no observed value); "
+                        f"got {values[values != np.rint(values)][:3].tolist()}")
+    out[finite] = values.astype(np.int64)
+    return out
+
+
+def _int64_labels(labels: da.Array) -> da.Array:
+    """The labels as int64, without a detour that could change them (NaN would cast to INT64_MIN)."""
+    kind = labels.dtype.kind
+    if kind in "iu":
+        return labels.astype(np.int64)
+    if kind == "f":
+        return labels.map_blocks(_float_labels_block, dtype=np.int64, meta=np.empty((0,), np.int64))
+    raise SinkError(f"labels must be integers (component indices), got dtype {labels.dtype}")
+
+
 @dataclass(frozen=True)
 class Results:
     """Per-row results of a fitted mixture, lazy, with aligned row chunks.
@@ -39,7 +62,9 @@ class Results:
     Parameters
     ----------
     labels : dask array of shape (n_samples,), int64
-        Component of each row; -1 for a row with no observed value.
+        Component of each row; -1 for a row with no observed value. Integer input is
+        cast to int64; float input must hold whole numbers (NaN becomes -1), so the
+        labels every sink writes are int64, never floats.
     proba : dask array of shape (n_samples, n_components), float32
         Posterior probability of each component (NaN row where no value is observed).
     logdens : dask array of shape (n_samples,), float64
@@ -66,7 +91,7 @@ class Results:
         proba = _lazy(self.proba, labels.chunks[0])
         logdens = _lazy(self.logdens, labels.chunks[0])
         n = labels.shape[0]
-        object.__setattr__(self, "labels", labels.astype(np.int64))
+        object.__setattr__(self, "labels", _int64_labels(labels))
         object.__setattr__(self, "proba", proba.astype(np.float32))
         object.__setattr__(self, "logdens", logdens.astype(np.float64))
         if self.sample_ids is not None:
@@ -115,6 +140,7 @@ def _predict_block(block: np.ndarray, params: GaussianParams) -> np.ndarray:
     """``[proba | logdens | label]`` of one row block, shape (n, n_components + 2), from one
     E-step (:func:`gmm_stream.posterior`, the estimator's own rules)."""
     labels, proba, logdens = posterior(block, params)
+    # the labels ride as float64 (exact for any component index) and come back as int64 in Results
     return np.column_stack([proba, logdens, labels.astype(np.float64)])
 
 

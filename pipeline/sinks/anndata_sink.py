@@ -11,10 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anndata
 import dask.array as da
 import h5py
 import numpy as np
+import pandas as pd
 import zarr
+from anndata import OldFormatWarning
 from anndata.experimental import read_elem_lazy
 from anndata.io import write_elem
 
@@ -23,7 +26,7 @@ from pipeline.exceptions import SinkError, SourceNotFoundError
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks.base import Sink, str_block
-from pipeline.sources.anndata_source import anndata_format
+from pipeline.sources.anndata_source import anndata_format, is_legacy_h5ad
 
 __all__ = ["AnnDataSink"]
 
@@ -90,6 +93,13 @@ class AnnDataSink(Sink):
     re-consolidated). If the results carry sample ids they must equal the input's
     ``obs_names``, in order (checked in one pass over the ids before writing).
 
+    An ``.h5ad`` written by an old anndata (no ``encoding-type`` on its root, e.g.
+    scanpy's ``pbmc68k_reduced.h5ad`` whose ``obs`` and ``obsm`` are HDF5 compound
+    datasets) cannot take new elements in place: it is read with
+    ``anndata.read_h5ad(input, backed="r")``, the same elements are added, and the
+    output is written by ``AnnData.write_h5ad`` in the current format (anndata's own
+    conversion of the legacy layout; the per-cell results are computed into memory).
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -124,6 +134,11 @@ class AnnDataSink(Sink):
 
     def _copy_and_add(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
         if anndata_format(str(self.input_path)) == "h5ad":
+            with h5py.File(self.input_path, "r") as root:
+                legacy = is_legacy_h5ad(root)
+            if legacy:
+                self._rewrite_legacy(tmp, results, stamp, params)
+                return
             shutil.copyfile(self.input_path, tmp)
             with h5py.File(tmp, "r+") as root:
                 self._add(root, results, stamp, params)
@@ -155,6 +170,38 @@ class AnnDataSink(Sink):
         _delete(uns, key)
         write_elem(uns, key, _to_uns(self._uns_entry(stamp, params)))
 
+    def _rewrite_legacy(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        """An .h5ad written by an old anndata: read it with anndata, add the results, write it anew.
+
+        Its compound ``obs``/``obsm`` datasets cannot take new columns in place, so the
+        output is written by ``AnnData.write_h5ad`` (the current format) from
+        ``anndata.read_h5ad(input, backed="r")`` plus the results. ``X`` is read from the
+        input by anndata while writing; the per-cell results are computed into memory
+        (``n_obs x K`` values): this path is for the small files of that era, modern
+        inputs are never loaded.
+        """
+        logger.info("%s was written by an old anndata; writing %s with anndata.write_h5ad (current format)",
+                    self.input_path, self.path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OldFormatWarning)  # the format is known to be old
+            warnings.filterwarnings("ignore", message="Moving element from", category=FutureWarning)  # uns -> obsp
+            adata = anndata.read_h5ad(self.input_path, backed="r")
+        try:
+            names = np.asarray(adata.obs_names, dtype=object)
+            self._check_ids(da.from_array(names, chunks=(results.labels.chunks[0][0] or 1,)), results)
+            labels, proba, logdens = da.compute(results.labels, results.proba, results.logdens)
+            key = self.key_added
+            adata.obs.drop(columns=[c for c in (key, f"{key}_logdens") if c in adata.obs.columns], inplace=True)
+            adata.obs[key] = pd.Categorical.from_codes(np.asarray(labels, dtype=np.int64),
+                                                       categories=[str(k) for k in range(results.n_components)])
+            adata.obs[f"{key}_logdens"] = np.asarray(logdens, dtype=np.float64)
+            adata.obsm[f"{key}_proba"] = np.asarray(proba, dtype=np.float32)
+            adata.uns[key] = _to_uns(self._uns_entry(stamp, params))
+            adata.write_h5ad(tmp)
+        finally:
+            if adata.isbacked:
+                adata.file.close()
+
     def _uns_entry(self, stamp: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         return {
             "encoding_type": stamp["encoding-type"],
@@ -170,6 +217,10 @@ class AnnDataSink(Sink):
     def _check_rows(self, root: Group, results: Results) -> None:
         obs = root["obs"]
         index = read_elem_lazy(obs[str(obs.attrs["_index"])], chunks=(results.labels.chunks[0][0] or 1,))
+        self._check_ids(index, results)
+
+    def _check_ids(self, index: da.Array, results: Results) -> None:
+        """The input has as many cells as the results have rows, and the results' ids are its obs_names."""
         if index.shape[0] != results.n_samples:
             raise SinkError(
                 f"results have {results.n_samples} rows but AnnData {self.input_path} has "

@@ -43,10 +43,12 @@ class ParquetSink(Sink):
     """Results as a Parquet dataset: ``<path>/part-00000.parquet, ...`` (one per row chunk).
 
     Columns: ``<id_column>`` (sample ids, or row numbers), ``label`` (int64, -1 where a
-    row has no observed value), ``proba_0 ... proba_{K-1}`` (float32), ``logdens``
-    (float64, the log-density / anomaly score). Every file's schema metadata holds the
-    stamp as JSON under the key ``gmm_stream``. Read back with
-    ``pandas.read_parquet(path)`` or ``pyarrow.parquet.read_table(path)``.
+    row has no observed value; never a float column), ``proba_0 ... proba_{K-1}``
+    (float32), ``logdens`` (float64, the log-density / anomaly score): the names of the
+    Zarr sink's variables ``label``, ``proba`` (one ``(sample, component)`` array there)
+    and ``logdens``. Every file's schema metadata holds the stamp as JSON under the key
+    ``gmm_stream``. Read back with ``pandas.read_parquet(path)`` (``label`` is int64)
+    or ``pyarrow.parquet.read_table(path)``.
 
     Parameters
     ----------

@@ -1,15 +1,17 @@
-"""Zarr sink: one group with ``sample``, ``labels``, ``proba`` and ``logdens`` arrays."""
+"""Zarr sink: one group with ``sample``, ``label``, ``proba`` and ``logdens`` arrays, consolidated."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
 import zarr
+from zarr.errors import ZarrUserWarning
 
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
@@ -27,18 +29,37 @@ def _ids_for_zarr(ids: da.Array) -> da.Array:
     return ids.map_blocks(str_block, dtype=object)
 
 
-class ZarrSink(Sink):
-    """Results as a Zarr group that ``xarray.open_zarr`` reads directly.
+def consolidate(path: str | os.PathLike[str], zarr_format: Literal[2, 3]) -> None:
+    """Write the consolidated metadata of the store at ``path`` (``.zmetadata`` in v2, the root
+    ``zarr.json`` in v3), so that ``xarray.open_zarr(path)`` opens it without a warning.
 
-    Layout (row chunks as the results')::
+    zarr warns (``ZarrUserWarning``) that consolidated metadata are not part of the v3
+    specification; that warning, and only that one, is silenced: zarr-python and xarray
+    read them, and a reader that does not know them reads the store's own metadata.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
+                                category=ZarrUserWarning)
+        zarr.consolidate_metadata(str(path), zarr_format=zarr_format)
+
+
+class ZarrSink(Sink):
+    """Results as a Zarr group that ``xarray.open_zarr(path)`` opens directly, without a warning.
+
+    Layout (row chunks as the results'; variable names as the Parquet sink's columns)::
 
         <path>/              attrs: encoding-type, encoding-version, provenance, settings
           sample   (sample,)             sample ids (strings or integers; row numbers if none)
-          labels   (sample,)             int64, -1 where a row has no observed value
-          proba    (sample, component)   float32
+          label    (sample,)             int64, -1 where a row has no observed value
+          proba    (sample, component)   float32 (the Parquet sink's proba_0 ... proba_{K-1})
           logdens  (sample,)             float64, the log-density (anomaly score)
 
-    Arrays carry dimension names (``dimension_names`` in v3, ``_ARRAY_DIMENSIONS`` in v2).
+    Arrays carry dimension names (``dimension_names`` in v3, ``_ARRAY_DIMENSIONS`` in v2)
+    and xarray reads no stored value as missing (v2 arrays have no fill value; xarray does
+    not mask with v3 fill values), so ``label`` reads back as int64, zeros and -1 included.
+    The group's metadata are consolidated once every array is written (``.zmetadata`` in
+    v2, inside the root ``zarr.json`` in v3), which is what ``xarray.open_zarr`` looks for
+    first: it opens the store with no ``RuntimeWarning`` in either format.
 
     Parameters
     ----------
@@ -70,10 +91,11 @@ class ZarrSink(Sink):
         group.attrs.update(json.loads(canonical_json(stamp)))
         sources = {
             "sample": (_ids_for_zarr(results.ids_or_row_numbers()), ["sample"]),
-            "labels": (results.labels, ["sample"]),
+            "label": (results.labels, ["sample"]),
             "proba": (results.proba, ["sample", "component"]),
             "logdens": (results.logdens, ["sample"]),
         }
         targets = [self._create(group, name, arr, dims) for name, (arr, dims) in sources.items()]
         if results.n_samples:
             da.store([arr for arr, _ in sources.values()], targets, lock=False)
+        consolidate(tmp, self.zarr_format)

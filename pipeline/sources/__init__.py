@@ -16,13 +16,14 @@ import xarray as xr
 from pipeline.exceptions import SourceFormatError
 from pipeline.sources.anndata_source import AnnDataSource
 from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source
-from pipeline.sources.parquet_source import ParquetSource
+from pipeline.sources.parquet_source import IntegerColumnWarning, ParquetSource
 from pipeline.sources.zarr_source import ZarrSource
 
 __all__ = [
     "Source",
     "ZarrSource",
     "ParquetSource",
+    "IntegerColumnWarning",
     "AnnDataSource",
     "SAMPLE_DIM",
     "FEATURE_DIM",

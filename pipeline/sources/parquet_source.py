@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +33,20 @@ from pipeline.exceptions import (
 from pipeline.sources._damage import RESTORE, describe_error, is_damage
 from pipeline.sources.base import Source
 
-__all__ = ["ParquetSource"]
+__all__ = ["ParquetSource", "IntegerColumnWarning"]
 
 logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = "*?["
+
+
+class IntegerColumnWarning(UserWarning):
+    """The default column selection of a :class:`ParquetSource` took integer columns as features.
+
+    Integer columns are often labels (a ground truth), counts or ids rather than
+    measurements; pass ``columns=[...]`` to choose the features explicitly (which also
+    silences this warning).
+    """
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,9 @@ class ParquetSource(Source):
         Hive partition columns (``key=value`` directories) are not read.
     columns : sequence of str, optional
         The feature columns, in this order. Default: every integer or floating-point
-        column of the first file, in file order, except ``id_column``.
+        column of the first file, in file order, except ``id_column``; the columns so
+        chosen are logged (INFO), and an :class:`IntegerColumnWarning` names the integer
+        ones among them (often labels or counts: pass ``columns=[...]`` to leave them out).
     id_column : str, optional
         Column holding the sample ids (the ``sample`` coordinate).
     chunk_rows, chunk_bytes, storage_options
@@ -265,6 +277,8 @@ class ParquetSource(Source):
         row_groups, schemas = self._inspect(fs, files)
         columns = self._select(schemas[0][1], _display(fs, files[0]))
         self._check_schemas(fs, schemas, columns)
+        if self.columns is None:
+            self._report_default_selection(columns, schemas)
         dtype = _matrix_dtype([schema.field(c).type for _, schema in schemas for c in columns])
         n_rows = sum(n for _, _, n in row_groups)
         chunks = row_chunks(n_rows, self._rows(n_rows, len(columns), dtype))
@@ -349,6 +363,24 @@ class ParquetSource(Source):
         if not self.columns:
             raise SelectionError(f"columns=[] selects nothing from {self.path!r}; give at least one column")
         return list(self.columns)
+
+    def _report_default_selection(self, columns: list[str], schemas: Sequence[tuple[str, pa.Schema]]) -> None:
+        """Log the features the default selection chose; warn about the integer ones among them."""
+        logger.info("parquet source %r: no columns given, using every numeric column but the id as a "
+                    "feature (%d): %s", self.path, len(columns), columns)
+        integers = [c for c in columns if any(pa.types.is_integer(schema.field(c).type) for _, schema in schemas)]
+        if not integers:
+            return
+        others = [c for c in columns if c not in integers]
+        hint = (f"columns={others!r}" if others else "columns=[...] with the feature columns")
+        warnings.warn(
+            f"parquet source {self.path!r}: no columns given, so the integer column(s) {integers} are used as "
+            f"features along with the floating-point ones; integer columns are often labels, counts or ids. "
+            f"To leave them out, select the features explicitly: {hint} (in a job: source.selection.columns); "
+            f"to keep them, list them in columns=[...] too",
+            IntegerColumnWarning,
+            stacklevel=3,
+        )
 
     def _lazy_matrix(self, fs: fsspec.AbstractFileSystem, plan: list[list[_Piece]], chunks: tuple[int, ...],
                      columns: list[str], dtype: np.dtype[Any]) -> da.Array:

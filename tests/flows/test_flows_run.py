@@ -16,9 +16,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from typer.testing import CliRunner
 
 from gmm_stream import load_model
+from pipeline import Preprocessor
 from flows.cli import app
 from flows.fit import fit_flow
 from pipeline.output_set import OutputSet
@@ -132,7 +134,7 @@ def test_parquet_job(env):
     import xarray as xr
 
     zarr_out = xr.open_zarr(out / "predictions.zarr", consolidated=False)
-    np.testing.assert_array_equal(zarr_out["labels"].values, pd.read_parquet(out / "predictions.parquet")["label"])
+    np.testing.assert_array_equal(zarr_out["label"].values, pd.read_parquet(out / "predictions.parquet")["label"])
     assert summary["n_components"] == 3
     # overwrite: false refuses a second run before touching anything
     result = CliRunner().invoke(app, ["run", str(CONFIGS / "parquet.yaml"), "--set", "model.n_components=3"])
@@ -141,7 +143,7 @@ def test_parquet_job(env):
 
 
 def test_single_cell_job(env):
-    data = small_data(n=1500, d=5, k=3, seed=6)
+    data = small_data(n=1500, d=12, k=3, seed=6)  # an X_pca with more PCs than the job keeps (10)
     write_h5ad(env / "data" / "pbmc.h5ad", data.X, data.ids)
     fit_flow(str(CONFIGS / "singlecell.yaml"), ["model.n_components=3", "source.chunk_rows=500"])
     result = ad.read_h5ad(env / "out" / "pbmc" / "pbmc_gmm.h5ad")
@@ -150,8 +152,11 @@ def test_single_cell_job(env):
     model = load_model(env / "out" / "pbmc" / "model")
     np.testing.assert_allclose(result.uns["gmm"]["params"]["means"], model.means_, rtol=1e-12)
     assert result.uns["gmm"]["provenance"]["input"]["selection"]["obsm"] == "X_pca"
-    # the labels are those of the saved model on X_pca (no preprocessing in this job)
-    np.testing.assert_array_equal(result.obs["gmm"].astype(int).to_numpy(), model.predict(data.X))
+    # the labels are those of the saved model on the saved preprocessing of X_pca (10 PCs)
+    pre = Preprocessor.load(env / "out" / "pbmc" / "model")
+    assert model.n_features_in_ == 10
+    np.testing.assert_array_equal(result.obs["gmm"].astype(int).to_numpy(),
+                                  model.predict(pre.transform(xr.DataArray(data.X, dims=("sample", "feature")))))
 
 
 def test_select_job(env):

@@ -191,8 +191,8 @@ class TestZarrSink(SinkRoundTrip):
         return ZarrSink(path, overwrite=overwrite)
 
     def read(self, path):
-        ds = xr.open_zarr(path, consolidated=False)
-        got = {"ids": ds["sample"].values, "labels": ds["labels"].values, "proba": ds["proba"].values,
+        ds = xr.open_zarr(path)  # consolidated metadata: no "not consolidated" warning
+        got = {"ids": ds["sample"].values, "labels": ds["label"].values, "proba": ds["proba"].values,
                "logdens": ds["logdens"].values}
         return got, dict(zarr.open_group(str(path), mode="r").attrs)
 
@@ -200,7 +200,7 @@ class TestZarrSink(SinkRoundTrip):
         path = self.write(tmp_path, input_path, provenance, make_results())
         group = zarr.open_group(str(path), mode="r")
         assert group["proba"].chunks == (CHUNK, K)
-        assert group["labels"].chunks == (CHUNK,)
+        assert group["label"].chunks == (CHUNK,)
 
     def test_row_numbers_when_no_ids(self, tmp_path, input_path, provenance):
         path = self.write(tmp_path, input_path, provenance, make_results(ids=False))
