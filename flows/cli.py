@@ -6,20 +6,40 @@ with the traceback only under ``--debug``.
 
 Prefect is imported only by the commands that run flows, after this module has set
 ``PREFECT_SERVER_ANALYTICS_ENABLED=false``, ``DO_NOT_TRACK=1`` (client telemetry) and
-``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90`` as defaults (the temporary local
-server takes 10-20 s to start cold). With no ``PREFECT_API_URL`` configured, flows run
-against Prefect's temporary local server: nothing to set up.
+``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90`` as defaults.
+
+With no ``PREFECT_API_URL`` configured, ``run`` and ``demo`` start a temporary local
+Prefect server themselves (nothing to set up): ``prefect server start`` on a free port of
+127.0.0.1, in its own session so that the terminal's Ctrl-C (sent to the whole foreground
+process group) does not kill it under the run, without the UI and without the services a
+single run does not need (scheduler, late runs, foreman, ...). It starts while this
+process imports the flows, gets ``PREFECT_API_URL`` for the run, and is stopped when the
+process exits (on Linux also if the process is killed). Prefect's own temporary server is
+not used: it starts in the terminal's process group and offers no way to change that.
+
+Ctrl-C: the flow reports the crash to the (still running) server and the command exits
+130 after one ``interrupted`` line, leaving the checkpoint in place for the next run; a
+second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import json
 import logging
 import os
+import re
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 import traceback
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +55,7 @@ from rich.table import Table
 
 from flows import FLOWS
 from flows.config import Job, job_json_schema, load_job
-from flows.exceptions import ConfigError, JobNotFoundError
+from flows.exceptions import ConfigError, FlowError, JobNotFoundError
 
 __all__ = ["app", "main"]
 
@@ -44,6 +64,17 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",  # Prefect's client-side (SDK) telemetry
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+# The temporary server's environment (unless already set): no UI, no service a single
+# run needs (the scheduler, late runs, foreman, pause expirations, cancellation cleanup,
+# repossessor, cleanup reconciler, database vacuum). What Prefect's own temporary server
+# runs stays on: the task run recorder, the event persister, triggers and actions.
+SERVER_DEFAULTS = {
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+        "SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR",
+        "CLEANUP_RECONCILER", "DB_VACUUM")},
 }
 
 app = typer.Typer(
@@ -82,6 +113,7 @@ def _one_line(exc: BaseException) -> str:
 def _handled(debug: bool) -> Iterator[None]:
     """Turn exceptions into one-line messages and exit codes (tracebacks only with --debug)."""
     err = _stderr()
+    _interrupts.said = False
     try:
         yield
     except typer.Exit:
@@ -94,7 +126,7 @@ def _handled(debug: bool) -> Iterator[None]:
             err.print(f"[red]error[/]: {escape(line)}")
         raise typer.Exit(EXIT_CONFIG) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        _interrupts.say(err)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         if debug:
@@ -109,6 +141,294 @@ def _handled(debug: bool) -> Iterator[None]:
 def _prefect_env() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# ------------------------------------------------------------ Ctrl-C and the local server
+
+
+class _Interrupts:
+    """SIGINT for a run: the first raises KeyboardInterrupt, the next ends the process at once.
+
+    The first Ctrl-C unwinds the flow (Prefect reports the crash, the progress bar stops,
+    ``_handled`` prints ``interrupted``); a Ctrl-C during that cleanup, or while the
+    process is exiting (Prefect draining its logs and events, the server stopping), stops
+    the server without waiting and exits 130 at once.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.exiting = False
+        self.said = False
+        self.installed = False
+        self.previous: Any = None
+
+    def say(self, err: Console | None = None) -> None:
+        if not self.said:
+            self.said = True
+            (err or _stderr()).print("[yellow]interrupted[/]")
+
+    def begin(self) -> bool:
+        """A run starts: take SIGINT (main thread only); True if this call installed the handler."""
+        self.count, self.exiting = 0, False
+        if self.installed or threading.current_thread() is not threading.main_thread():
+            return False
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        self.installed = True
+        return True
+
+    def restore(self) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+            self.installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1 and not self.exiting:
+            raise KeyboardInterrupt
+        try:  # a second Ctrl-C, or one while exiting: no more waiting
+            if sys.stderr.isatty():
+                sys.stderr.write("\x1b[?25h\n")  # the progress bar hid the cursor
+            self.say()
+            sys.stderr.flush()
+            if _LocalServer.current is not None:
+                _LocalServer.current.hurry()
+        finally:
+            os._exit(EXIT_INTERRUPTED)
+
+
+_interrupts = _Interrupts()
+
+
+class ServerStartError(FlowError, RuntimeError):
+    """The temporary local Prefect server did not start."""
+
+
+# ``python -c`` this, then Prefect's CLI: on Linux, the server gets SIGTERM if the gmm-stream
+# process dies without stopping it (PR_SET_PDEATHSIG: killed, crashed), so it is never left behind.
+_SERVER_LAUNCHER = (
+    "import ctypes, os, runpy, sys\n"
+    "try: ctypes.CDLL(None).prctl(1, 15)\n"  # prctl(PR_SET_PDEATHSIG, SIGTERM)
+    "except Exception: pass\n"
+    "if os.getppid() != int(sys.argv.pop(1)): sys.exit(0)\n"
+    "sys.argv[0] = 'prefect'; runpy.run_module('prefect', run_name='__main__', alter_sys=True)"
+)
+
+
+class _LocalServer:
+    """A temporary ``prefect server start`` for this process, in its own session.
+
+    In its own session the server does not get the terminal's SIGINT (nor SIGHUP): a
+    Ctrl-C interrupts the flow only, which still reaches the server to report the crash.
+    The server stops when the process exits (:func:`atexit`): SIGTERM, then SIGKILL; on
+    Linux also when the process is killed (``PR_SET_PDEATHSIG``, see ``_SERVER_LAUNCHER``).
+    """
+
+    current: _LocalServer | None = None
+    PORT_RETRIES = 3
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log: Any = None  # the server's output: an anonymous temporary file (nothing left behind)
+        self.ready = False
+        self.started_at = 0.0
+        self._old_url: str | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        """Start the server process (returns at once: see :meth:`wait_ready`)."""
+        if self.log is None:
+            self.log = tempfile.TemporaryFile(prefix="gmm-stream-prefect-server-")
+        with socket.socket() as sock:  # a free port (taken again in the meantime: retried)
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {**os.environ, **{k: v for k, v in SERVER_DEFAULTS.items() if k not in os.environ}}
+        env.pop("PREFECT_API_URL", None)
+        args = [sys.executable, "-c", _SERVER_LAUNCHER, str(os.getpid()),
+                "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.log.seek(0)
+        self.log.truncate()
+        self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.started_at = time.monotonic()
+        if _LocalServer.current is None:
+            atexit.register(_LocalServer._at_exit)
+        _LocalServer.current = self
+        if self._old_url is not None:  # restarted (port taken): published again
+            self.publish()
+
+    def publish(self) -> None:
+        """Make this server Prefect's API for the whole process (and its children)."""
+        if self._old_url is None:
+            self._old_url = os.environ.get("PREFECT_API_URL", "")
+        os.environ["PREFECT_API_URL"] = self.api_url
+        _refresh_prefect_settings()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the server answers ``/api/health``; raise :class:`ServerStartError` if not."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1: never a proxy
+        retries = 0
+        deadline = self.started_at + timeout
+        while not self.ready:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                tail = self._output()[-4000:].strip()
+                if "already in use" in tail and retries < self.PORT_RETRIES:
+                    retries += 1
+                    self.start()
+                    continue
+                code, log = self.proc.returncode, self._save_output()
+                self.stop()
+                raise ServerStartError(f"Prefect's temporary server exited with code {code} while starting: "
+                                       f"{_server_failure(tail)} (its output: {log})")
+            try:
+                with opener.open(f"{self.api_url}/health", timeout=2) as response:
+                    self.ready = response.status == 200
+            except OSError:
+                pass
+            if not self.ready:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServerStartError(f"Prefect's temporary server did not answer within {timeout:g} s "
+                                           f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS; its output: "
+                                           f"{self._save_output()})")
+                time.sleep(0.05)
+
+    def _output(self) -> str:
+        try:
+            self.log.seek(0)
+            return self.log.read().decode(errors="replace")
+        except (AttributeError, OSError, ValueError):
+            return ""
+
+    def _save_output(self) -> str:
+        """The server's output in a file that stays (named in the error)."""
+        fd, name = tempfile.mkstemp(prefix="gmm-stream-prefect-server-", suffix=".log")
+        with os.fdopen(fd, "w") as out:
+            out.write(self._output())
+        return name
+
+    def terminate(self, timeout: float) -> None:
+        """SIGTERM the server's process group; SIGKILL it if still there after ``timeout`` s."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (getattr(signal, "SIGKILL", signal.SIGTERM), 5.0)):
+            try:
+                if hasattr(os, "killpg"):
+                    os.killpg(proc.pid, sig)  # its session's process group: the server and any child
+                else:  # pragma: no cover - Windows
+                    proc.terminate() if sig == signal.SIGTERM else proc.kill()
+            except (ProcessLookupError, PermissionError):
+                return
+            end = time.monotonic() + wait
+            while proc.poll() is None and time.monotonic() < end:  # poll(): safe in a signal handler
+                time.sleep(0.02)
+            if proc.returncode is not None:
+                return
+
+    def hurry(self) -> None:
+        """Stop the server without waiting: SIGTERM (it exits once this process's connections
+        close), or SIGKILL while it is still starting (it would finish starting first)."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None and hasattr(os, "killpg"):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM if self.ready else signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server (see :meth:`terminate`), close its output, forget its URL."""
+        self.terminate(timeout)
+        if self.proc is not None and self.proc.returncode is not None:
+            self.proc = None
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+        if os.environ.get("PREFECT_API_URL") == self.api_url and self._old_url is not None:
+            if self._old_url:
+                os.environ["PREFECT_API_URL"] = self._old_url
+            else:
+                os.environ.pop("PREFECT_API_URL", None)
+            self._old_url = None
+            _refresh_prefect_settings()
+        if _LocalServer.current is self:
+            _LocalServer.current = None
+
+    @staticmethod
+    def _at_exit() -> None:
+        # runs after Prefect has drained its logs and events (threading's exit hooks run first)
+        _interrupts.exiting = True  # a Ctrl-C now: no waiting for the server
+        server = _LocalServer.current
+        if server is not None:
+            # interrupted while starting, the server would finish its start-up (the database
+            # migrations) before it stops on SIGTERM: not waited for (SQLite rolls back)
+            server.stop(timeout=10.0 if not _interrupts.count else 2.0 if server.ready else 0.3)
+        if _interrupts.count:
+            # interrupted: the interpreter's final garbage collections over Prefect, Dask and
+            # numba's objects take 1-2 s; their memory is the system's to free
+            gc.freeze()
+
+
+def _server_failure(output: str) -> str:
+    """The line of a server's output that says why it failed: its last exception, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)]
+    return (errors or lines or ["no output"])[-1]
+
+
+def _refresh_prefect_settings() -> None:
+    """Let Prefect see a changed ``PREFECT_API_URL`` (its settings are read once, at import)."""
+    if "prefect.context" not in sys.modules:
+        return  # read from the environment at import
+    import prefect.context
+
+    refresh = getattr(prefect.context, "refresh_global_settings_context", None)
+    if refresh is not None:  # Prefect >= 3.4: "refresh the global settings context to pick up
+        refresh()            # environment variable changes"
+
+
+def _startup_timeout() -> float:
+    try:
+        return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+    except ValueError:
+        return 90.0
+
+
+def _local_server(err: Console) -> _LocalServer | None:
+    """None if a Prefect API is configured; else our temporary server, starting (not ready yet)."""
+    current = _LocalServer.current
+    if current is not None:  # started by an earlier run of this process
+        if current.proc is not None and current.proc.poll() is None:
+            return current
+        current.stop()  # it died: forget it
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    server = _LocalServer()
+    server.start()  # first, so that it starts while Prefect's settings are imported and read
+    if _api_url():  # set in a profile, prefect.toml or .env: the server (still importing) goes
+        server.stop(timeout=0.0)
+        return None
+    err.print("starting Prefect's temporary local server (10-20 s the first time)...")
+    server.publish()
+    return server
+
+
+@contextmanager
+def _serving(server: _LocalServer | None) -> Iterator[None]:
+    """Wait for ``server`` to answer, and make it the API of the block."""
+    if server is None:
+        yield
+        return
+    server.wait_ready(_startup_timeout())
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # the global settings already point at it; this covers a settings context entered by a caller
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
 
 
 @contextmanager
@@ -128,6 +448,8 @@ def _console_logging(console: Console, verbose: bool) -> Iterator[None]:
             handler.setLevel(logging.CRITICAL)
     ours = RichHandler(console=console, show_time=False, show_path=False, markup=False)
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # after Ctrl-C, one line: "interrupted" (not the cleanup's warnings)
+        ours.addFilter(lambda record: not _interrupts.count)
     names = ("flows", "pipeline", "gmm_stream")
     loggers = [logging.getLogger(n) for n in names]
     saved = [(lg.level, lg.propagate) for lg in loggers]
@@ -138,6 +460,8 @@ def _console_logging(console: Console, verbose: bool) -> Iterator[None]:
     show = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if _interrupts.count and not verbose:
+            return
         console.print(f"[yellow]warning[/]: {escape(str(message))} ({category.__name__})")
 
     warnings.showwarning = showwarning
@@ -205,27 +529,37 @@ def _api_url() -> str | None:
 
 def run_job(job: Job, job_path: Path, overrides: list[str], *, verbose: bool = False,
             progress: bool = True) -> dict[str, Any]:
-    """Run the job's flow in this process, with progress bars; return the flow's summary."""
+    """Run the job's flow in this process, with progress bars; return the flow's summary.
+
+    Without a configured ``PREFECT_API_URL``, against a temporary local server of ours
+    (see the module's docstring), started while the flows are imported.
+    """
     from flows.progress import listening
 
     _prefect_env()
     err = _stderr()
-    flow = _flow_for(job.flow)
-    with _console_logging(err, verbose):
-        if _api_url() is None:
-            err.print("starting Prefect's temporary local server (10-20 s the first time)...")
-        try:
-            if not progress:
-                return flow(job_path=str(job_path.absolute()), overrides=list(overrides))
-            bars = _Bars(err)
+    took_sigint = _interrupts.begin()
+    try:
+        server = _local_server(err)
+        flow = _flow_for(job.flow)  # imports Prefect and the flows while the server starts
+        with _console_logging(err, verbose), _serving(server):
             try:
-                with listening(bars):
+                if not progress:
                     return flow(job_path=str(job_path.absolute()), overrides=list(overrides))
+                bars = _Bars(err)
+                try:
+                    with listening(bars):
+                        return flow(job_path=str(job_path.absolute()), overrides=list(overrides))
+                finally:
+                    bars.stop()
             finally:
-                bars.stop()
-        finally:
-            if not verbose:  # runs before Prefect's own exit hook (LIFO): no "Stopping temporary server" line
-                atexit.register(logging.getLogger("prefect").setLevel, logging.WARNING)
+                if not verbose:  # runs before Prefect's own exit hooks (LIFO): no "Stopping ..." INFO lines
+                    atexit.register(logging.getLogger("prefect").setLevel, logging.WARNING)
+    finally:
+        if _LocalServer.current is not None or _interrupts.count:
+            _interrupts.exiting = True  # this process goes on to exit: a Ctrl-C ends it at once
+        elif took_sigint:
+            _interrupts.restore()
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -263,6 +597,9 @@ def run(job: JobArg, set_: SetOpt = None, debug: DebugOpt = False, verbose: Verb
     """Run a job's flow locally (Prefect's temporary server unless PREFECT_API_URL is set)."""
     with _handled(debug):
         spec = load_job(job, set_ or [])
+        from flows.preflight import preflight
+
+        preflight(spec)
         _print_summary(run_job(spec, job, set_ or [], verbose=verbose, progress=progress))
 
 
@@ -319,6 +656,9 @@ def demo(
     with _handled(debug), _env("GMM_STREAM_DEMO_DIR", None if output is None else str(output.absolute())):
         path = demo_job_path()
         spec = load_job(path)
+        from flows.preflight import preflight
+
+        preflight(spec)
         if ensure_synthetic(spec):
             _stderr().print(f"generated the demo data: {escape(spec.source.path)}")
         summary = run_job(spec, path, [], verbose=verbose, progress=progress)
