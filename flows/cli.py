@@ -48,7 +48,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -446,7 +445,9 @@ def _console_logging(console: Console, verbose: bool) -> Iterator[None]:
     if not verbose:
         for handler in consoles:
             handler.setLevel(logging.CRITICAL)
-    ours = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    # plain lines (the terminal soft-wraps them): a rich log table would fold long paths mid-word
+    ours = logging.StreamHandler(console.file)
+    ours.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:  # after Ctrl-C, one line: "interrupted" (not the cleanup's warnings)
         ours.addFilter(lambda record: not _interrupts.count)
@@ -489,6 +490,12 @@ class _Bars:
             self.progress.stop()
 
     def __call__(self, ev: Any) -> None:
+        if not self.console.is_terminal:  # a log file gets one line per finished fit, nothing else
+            if ev.converged or ev.n_iter >= ev.max_iter:
+                desc = ev.fit_id + (f" init {ev.init + 1}/{ev.n_init}" if ev.n_init > 1 else "")
+                word = "converged" if ev.converged else "stopped (max_iter)"
+                self.console.print(f"{desc}: {word} after {ev.n_iter} iterations, lower bound {ev.lower_bound:.8g}")
+            return
         if not self.started:  # started on the first iteration: no empty display on early failures
             self.progress.start()
             self.started = True
@@ -503,9 +510,6 @@ class _Bars:
                              status="converged" if ev.converged else status)
         if ev.converged or ev.n_iter >= ev.max_iter:
             self.progress.update(task, total=ev.n_iter)
-            if not self.console.is_terminal:  # a log file gets one line per finished fit
-                word = "converged" if ev.converged else "stopped (max_iter)"
-                self.console.print(f"{desc}: {word} after {ev.n_iter} iterations, lower bound {ev.lower_bound:.8g}")
 
 
 def _new_progress(console: Console) -> Progress:
@@ -565,8 +569,8 @@ def run_job(job: Job, job_path: Path, overrides: list[str], *, verbose: bool = F
 def _print_summary(summary: dict[str, Any]) -> None:
     out = _stdout()
     table = Table(title=f"gmm-stream {summary['flow']}: {summary['job']}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a long path is folded onto more lines, never cut
     rows = [
         ("model", f"{summary.get('n_components')} components, {summary.get('covariance_type')} covariance"),
         ("best", summary.get("best") and f"{summary['best']} by {str(summary.get('criterion')).upper()}"),
@@ -582,9 +586,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("predictions", ", ".join(summary["outputs"].get("predictions", [])) or None),
         ("report", summary.get("report")),
     ]
-    for key, value in rows:
-        if value not in (None, False, ""):
-            table.add_row(key, escape(str(value)))
+    shown = [(key, str(value)) for key, value in rows if value not in (None, False, "")]
+    if not out.is_terminal:  # a log file or a pipe: whole lines, no box to cut them
+        out.print(f"gmm-stream {summary['flow']}: {summary['job']}", soft_wrap=True, markup=False)
+        for key, value in shown:
+            out.print(f"  {key}: {value}", soft_wrap=True, markup=False, highlight=False)
+        return
+    for key, value in shown:
+        table.add_row(key, escape(value))
     out.print(table)
 
 
@@ -603,17 +612,45 @@ def run(job: JobArg, set_: SetOpt = None, debug: DebugOpt = False, verbose: Verb
         _print_summary(run_job(spec, job, set_ or [], verbose=verbose, progress=progress))
 
 
+CheckInputsOpt = Annotated[bool, typer.Option(
+    "--check-inputs", help="Also check that the inputs exist and open (metadata only) and that no output "
+                           "overlaps an input.")]
+
+
 @app.command()
-def validate(job: JobArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Check a job file (keys, types, values, environment variables) without reading any data."""
+def validate(job: JobArg, set_: SetOpt = None, check_inputs: CheckInputsOpt = False, debug: DebugOpt = False) -> None:
+    """Check a job file (keys, types, values, environment variables) without reading any data.
+
+    With --check-inputs, also what a run checks before it starts (inputs exist, outputs do
+    not overlap them) and that the source opens: its shape and features are printed.
+    """
     with _handled(debug):
         spec = load_job(job, set_ or [])
         what = {"fit": lambda: f"{spec.model.n_components} components, {spec.model.covariance_type}",
                 "select": lambda: f"grid n_components={spec.selection.n_components} x "
                                   f"{spec.selection.covariance_types}, by {spec.selection.criterion.upper()}",
                 "predict": lambda: f"model {spec.predict.model}"}[spec.flow]()
-        _stdout().print(f"{escape(str(job))}: valid ({spec.flow} flow: {spec.source.format} source "
-                        f"{escape(spec.source.path)}; {escape(what)}; output {escape(spec.output.directory)})")
+        out = _stdout()
+        out.print(f"{escape(str(job))}: valid ({spec.flow} flow: {spec.source.format} source "
+                  f"{escape(spec.source.path)}; {escape(what)}; output {escape(spec.output.directory)})")
+        if check_inputs:
+            _check_inputs(spec, out)
+
+
+def _check_inputs(spec: Job, out: Console) -> None:
+    """Preflight, then open the source lazily (metadata only) and describe it."""
+    from flows.preflight import preflight
+    from pipeline import make_source
+
+    preflight(spec)
+    if getattr(spec.source, "synthetic", None) is not None and not os.path.exists(spec.source.path):
+        out.print(f"inputs: {escape(spec.source.path)} will be generated (synthetic); outputs do not overlap inputs")
+        return
+    data = make_source(spec.source.format, spec.source.path, **spec.source.source_options()).open()
+    names = [str(v) for v in data.coords["feature"].values] if "feature" in data.coords else []
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    out.print(f"inputs: {escape(spec.source.path)} opens: {data.shape[0]} rows x {data.shape[1]} features "
+              f"({data.dtype}){': ' + escape(shown) if shown else ''}; outputs do not overlap inputs")
 
 
 @app.command()
