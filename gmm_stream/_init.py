@@ -2,14 +2,32 @@
 
 The initial responsibilities are computed as scikit-learn computes them ('kmeans',
 'k-means++', 'random', 'random_from_data'), but on a sample of at most
-``init_max_samples`` rows drawn without replacement with the estimator's random state, so
-a large Dask array is never loaded: the sample is gathered chunk by chunk. When the data
-has no more rows than that, the sample is the data itself, in order, and the initial
-parameters are scikit-learn's for the same ``random_state``.
+``init_max_samples`` rows, so a large Dask array is never loaded: the sample is gathered
+chunk by chunk. When the data has no more rows than that, the sample is the data itself, in
+order, and the initial parameters are scikit-learn's for the same ``random_state``.
+
+Sample weights: the initialisation is a function of the *weighted* rows, so that an integer
+``sample_weight`` gives the same start (and so the same fit) as repeating the rows:
+
+* rows of weight 0 never enter the sample;
+* a larger data set is sampled with probability proportional to the weights (with
+  replacement; each drawn row then counts once), uniformly without replacement when there
+  are no weights;
+* when the sample has a repeated row or a weight other than 1, it is replaced by its
+  distinct rows, in a canonical (sorted) order, each with its total weight
+  (:func:`distinct_rows`); k-means and k-means++ then run with these weights, and
+  'random_from_data' draws rows with probability proportional to them. A sample of
+  distinct, unit-weight rows is used as it is, in its order (scikit-learn's start).
+
+So the fits with ``sample_weight`` and with repeated rows agree exactly (up to rounding)
+whenever the rows of positive weight number at most ``init_max_samples``, except on
+degenerate data with fewer distinct rows than ``n_components`` (then the rows are used as
+they are, as scikit-learn does). On larger data the two draw different random samples and
+agree only in distribution.
 
 Missing values: for the purpose of seeding only, NaN entries of the sample are replaced by
-the mean of their feature in the sample (0 for a feature with no observed value in the
-sample); rows with no observed value are left out of the sample.
+the weighted mean of their feature in the sample (0 for a feature with no observed value
+in the sample); rows with no observed value are left out of the sample.
 """
 
 from __future__ import annotations
@@ -24,23 +42,34 @@ from .exceptions import InvalidInputError
 
 
 def draw_sample(X, max_rows: int, random_state: np.random.RandomState, sample_weight=None):
-    """Up to ``max_rows`` rows of ``X`` (and their weights) as NumPy arrays.
+    """Up to ``max_rows`` rows of ``X`` (and their weights, or None) as NumPy arrays.
 
-    Rows with no observed value are dropped. With ``n_samples <= max_rows`` the sample is
-    all of ``X`` and the random state is not used.
+    Rows of weight 0 and rows with no observed value are dropped. With at most ``max_rows``
+    rows of positive weight the sample is all of them and the random state is not used;
+    otherwise ``max_rows`` rows are drawn (see the module docstring).
     """
     n = X.shape[0]
-    if n > max_rows:
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(da.compute(sample_weight)[0] if isinstance(sample_weight, da.Array) else sample_weight,
+                       dtype=np.float64)
+    positive = None if w is None or np.all(w > 0) else np.flatnonzero(w > 0)
+    n_positive = n if positive is None else positive.size
+    if n_positive > max_rows:
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        idx = np.sort(rng.choice(n, size=max_rows, replace=False))
+        if w is None:
+            idx = np.sort(rng.choice(n, size=max_rows, replace=False))
+        else:
+            idx = np.sort(rng.choice(n, size=max_rows, replace=True, p=w / w.sum()))
+            w = np.ones(max_rows)
         X = X[idx]
-        sample_weight = None if sample_weight is None else sample_weight[idx]
+    elif positive is not None:
+        X, w = X[positive], w[positive]
     if isinstance(X, da.Array):
-        X, sample_weight = da.compute(X, sample_weight)
+        X = X.compute()
     X = np.asarray(X, dtype=np.float64)
     if np.isinf(X).any():
         raise InvalidInputError("X contains infinity; mark a missing value with NaN, or remove or clip the row")
-    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     usable = ~np.all(np.isnan(X), axis=1)
     if not usable.all():
         X = X[usable]
@@ -48,14 +77,39 @@ def draw_sample(X, max_rows: int, random_state: np.random.RandomState, sample_we
     return X, w
 
 
-def impute_for_seeding(X: np.ndarray) -> np.ndarray:
-    """NaN → the feature's mean in ``X`` (0 where a feature has no observed value)."""
-    if not np.isnan(X).any():
+def distinct_rows(X: np.ndarray, sample_weight):
+    """The distinct rows of ``X`` in a canonical order, each with its total weight.
+
+    Returned only when ``X`` has a repeated row or a weight other than 1 (the weighted rows
+    are then all that matters, not their order or how they are split); otherwise ``X`` and
+    ``sample_weight`` are returned as they are.
+
+    Returns
+    -------
+    X : ndarray of shape (n_distinct, n_features)
+    sample_weight : ndarray of shape (n_distinct,) or None
+    """
+    n, d = X.shape
+    if n == 0:
+        return X, sample_weight
+    X = np.ascontiguousarray(X)
+    keys = X.view(np.dtype((np.void, X.dtype.itemsize * d))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if first.size == n and (sample_weight is None or np.all(sample_weight == 1)):
+        return X, sample_weight
+    return X[first], np.bincount(inverse.ravel(), weights=sample_weight, minlength=first.size)
+
+
+def impute_for_seeding(X: np.ndarray, sample_weight=None) -> np.ndarray:
+    """NaN → the feature's weighted mean in ``X`` (0 where a feature has no observed value)."""
+    missing = np.isnan(X)
+    if not missing.any():
         return X
-    with np.errstate(invalid="ignore"):
-        col = np.nanmean(np.where(np.isnan(X), np.nan, X), axis=0) if X.size else np.zeros(X.shape[1])
-    col = np.where(np.isnan(col), 0.0, col)
-    return np.where(np.isnan(X), col, X)
+    w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+    total = w @ np.where(missing, 0.0, X)
+    count = w @ (~missing)
+    col = np.divide(total, count, out=np.zeros(X.shape[1]), where=count > 0)
+    return np.where(missing, col, X)
 
 
 def _resp_kmeans(X, w, k, rs):
@@ -79,7 +133,8 @@ def _resp_random(X, w, k, rs):
 
 def _resp_random_from_data(X, w, k, rs):
     resp = np.zeros((X.shape[0], k))
-    indices = rs.choice(X.shape[0], size=k, replace=False)
+    p = None if w is None or np.all(w == w[0]) else w / w.sum()
+    indices = rs.choice(X.shape[0], size=k, replace=False, p=p)
     resp[indices, np.arange(k)] = 1.0
     return resp
 
@@ -108,6 +163,22 @@ def statistics_from_responsibilities(X: np.ndarray, resp: np.ndarray, sample_wei
     return SufficientStats(N, S1, S2, np.tile(center, (k, 1)), 0.0, n_rows, 0, np.full(d, X.shape[0]))
 
 
+def parameters_from_responsibilities(
+    X: np.ndarray, resp: np.ndarray, sample_weight, *, covariance_type: str, reg_covar: float
+) -> GaussianParams:
+    """scikit-learn's ``_initialize``: the M-step of complete rows ``X`` with responsibilities ``resp``.
+
+    scikit-learn divides the initial ``N_k`` by the number of rows rather than by their sum;
+    for 'k-means++' and 'random_from_data' the weights then sum to K/n, not 1. The
+    responsibilities are the same either way; copying it keeps ``lower_bounds_[0]`` equal.
+    """
+    diagonal = covariance_type in ("diag", "spherical")
+    stats = statistics_from_responsibilities(X, resp, sample_weight, diagonal)
+    params = m_step(stats, reg_covar=reg_covar, covariance_type=covariance_type)
+    weights = (stats.N + 10.0 * np.finfo(np.float64).eps) / stats.n_rows
+    return GaussianParams(weights, params.means, params.precisions_cholesky, covariance_type, params.covariances)
+
+
 def initial_parameters(
     X_sample: np.ndarray,
     sample_weight,
@@ -118,20 +189,21 @@ def initial_parameters(
     reg_covar: float,
     random_state: np.random.RandomState,
 ) -> GaussianParams:
-    """Parameters from the initial responsibilities of ``init_params`` on a sample."""
+    """Parameters from the initial responsibilities of ``init_params`` on a sample.
+
+    The sample is first reduced to its weighted distinct rows when it has repeated rows or
+    weights other than 1 (:func:`distinct_rows`).
+    """
     if X_sample.shape[0] < n_components:
         raise InvalidInputError(
             f"n_components={n_components} is larger than the number of usable rows "
-            f"(rows with at least one observed value): n_samples = {X_sample.shape[0]}. "
+            f"(rows with at least one observed value and a positive weight): n_samples = {X_sample.shape[0]}. "
             "Use fewer components or more data."
         )
-    X = impute_for_seeding(X_sample)
+    distinct, distinct_weight = distinct_rows(X_sample, sample_weight)
+    if distinct.shape[0] >= n_components:  # else degenerate data: seed on the rows as they are
+        X_sample, sample_weight = distinct, distinct_weight
+    X = impute_for_seeding(X_sample, sample_weight)
     resp = INITIAL_RESPONSIBILITIES[init_params](X, sample_weight, n_components, random_state)
-    diagonal = covariance_type in ("diag", "spherical")
-    stats = statistics_from_responsibilities(X, resp, sample_weight, diagonal)
-    params = m_step(stats, reg_covar=reg_covar, covariance_type=covariance_type)
-    # scikit-learn divides the initial N_k by the number of rows rather than by their sum;
-    # for 'k-means++' and 'random_from_data' the weights then sum to K/n, not 1. The
-    # responsibilities are the same either way; copying it keeps lower_bounds_[0] equal.
-    weights = (stats.N + 10.0 * np.finfo(np.float64).eps) / stats.n_rows
-    return GaussianParams(weights, params.means, params.precisions_cholesky, covariance_type, params.covariances)
+    return parameters_from_responsibilities(X, resp, sample_weight, covariance_type=covariance_type,
+                                            reg_covar=reg_covar)

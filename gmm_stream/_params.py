@@ -1,8 +1,12 @@
 """Mixture parameters and the conversions between covariances and precision factors.
 
-The model is parameterised, as in scikit-learn, by the Cholesky factor ``L`` of each
-precision matrix (``P = L Lᵀ``, scikit-learn's ``precisions_cholesky_``). Shapes follow
-scikit-learn for every covariance type:
+The model is parameterised, as in scikit-learn, by a triangular factor ``L`` of each
+precision matrix (``P = L Lᵀ``, scikit-learn's ``precisions_cholesky_``). As in
+scikit-learn it is the upper-triangular ``L = C⁻ᵀ`` for the lower Cholesky factor ``C`` of
+the covariance, and, for a user's ``precisions_init``, the same upper-triangular factor
+computed from ``P`` itself (``J chol(J P J) J`` with ``J`` the exchange matrix, scikit-learn's
+``_compute_precision_cholesky_from_precisions``). Shapes follow scikit-learn for every
+covariance type:
 
 =========== ================= =====================
 type        covariances        precisions_cholesky
@@ -50,6 +54,18 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
     }[covariance_type]
 
 
+def n_free_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Number of free parameters of a mixture (as scikit-learn counts them for BIC/AIC)."""
+    k, d = n_components, n_features
+    cov_params = {
+        "full": k * d * (d + 1) / 2.0,
+        "tied": d * (d + 1) / 2.0,
+        "diag": k * d,
+        "spherical": k,
+    }[covariance_type]
+    return int(cov_params + k * d + k - 1)
+
+
 # --- covariance -> Cholesky factor of the precision -------------------------------------
 
 
@@ -94,8 +110,9 @@ def precision_cholesky_from_covariances(covariances: np.ndarray, covariance_type
 
 
 def _chol_of_precision_matrix(prec: np.ndarray) -> np.ndarray:
+    """The upper-triangular ``U`` with ``P = U Uᵀ`` (what scikit-learn stores), from ``P``."""
     try:
-        return linalg.cholesky(prec, lower=True)
+        return linalg.cholesky(prec[::-1, ::-1], lower=True)[::-1, ::-1].copy()
     except linalg.LinAlgError:
         raise InvalidParameterError("precisions_init: every precision matrix must be positive definite") from None
 
@@ -109,7 +126,7 @@ _PRECISION_TO_CHOL = {
 
 
 def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
-    """Cholesky factor of user-given precisions (``precisions_init``)."""
+    """scikit-learn's factor of user-given precisions (``precisions_init``): upper triangular."""
     return _PRECISION_TO_CHOL[covariance_type](np.asarray(precisions, dtype=np.float64))
 
 
@@ -125,14 +142,14 @@ def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.
 
 
 def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
-    """Invert ``P = L Lᵀ``: ``Σ = L⁻ᵀ L⁻¹``."""
+    """Invert ``P = L Lᵀ``: ``Σ = L⁻ᵀ L⁻¹`` (``L`` upper or lower triangular)."""
     if covariance_type in ("diag", "spherical"):
         return 1.0 / prec_chol**2
     chols = prec_chol[None] if covariance_type == "tied" else prec_chol
     d = chols.shape[-1]
     out = []
     for chol in chols:
-        inv = linalg.solve_triangular(chol, np.eye(d), lower=True)  # L⁻¹
+        inv = linalg.solve_triangular(chol, np.eye(d), lower=not np.any(np.triu(chol, 1)))  # L⁻¹
         out.append(inv.T @ inv)
     cov = np.stack(out)
     return cov[0] if covariance_type == "tied" else cov
@@ -194,8 +211,22 @@ class GaussianParams:
         return self.means.shape[1]
 
     @property
+    def dtype(self) -> np.dtype:
+        return self.means.dtype
+
+    @property
     def precisions(self) -> np.ndarray:
-        return precisions_from_cholesky(self.precisions_cholesky, self.covariance_type)
+        """``L Lᵀ``, computed in float64 and returned in the parameters' dtype."""
+        chol = np.asarray(self.precisions_cholesky, dtype=np.float64)
+        return precisions_from_cholesky(chol, self.covariance_type).astype(self.dtype, copy=False)
+
+    def astype(self, dtype) -> GaussianParams:
+        """The same parameters with every array in ``dtype`` (float32 for a float32 fit)."""
+        dtype = np.dtype(dtype)
+        if all(a.dtype == dtype for a in (self.weights, self.means, self.precisions_cholesky, self.covariances)):
+            return self
+        return GaussianParams(*(np.asarray(a).astype(dtype) for a in (self.weights, self.means, self.precisions_cholesky)),
+                              self.covariance_type, np.asarray(self.covariances).astype(dtype))
 
     def permute(self, order) -> GaussianParams:
         """The same mixture with its components in ``order`` (``order[j]`` becomes component ``j``)."""
@@ -213,11 +244,4 @@ class GaussianParams:
 
     def n_parameters(self) -> int:
         """Number of free parameters (as scikit-learn counts them for BIC/AIC)."""
-        k, d = self.means.shape
-        cov_params = {
-            "full": k * d * (d + 1) / 2.0,
-            "tied": d * (d + 1) / 2.0,
-            "diag": k * d,
-            "spherical": k,
-        }[self.covariance_type]
-        return int(cov_params + k * d + k - 1)
+        return n_free_parameters(self.covariance_type, *self.means.shape)

@@ -355,6 +355,13 @@ def string(*choices: str) -> Checker:
     return check
 
 
+def verbosity(src: SavedFile, field: str, value: Any) -> None:
+    """scikit-learn's ``verbose``: a boolean or a non-negative integer."""
+    if isinstance(value, bool):
+        return
+    integer(0)(src, field, value)
+
+
 def boolean(src: SavedFile, field: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise src.fail(field, f"must be true or false, got {_describe(value)}")
@@ -678,7 +685,7 @@ _ESTIMATOR_PARAMS: dict[str, Checker] = {
     "precisions_init": optional(numeric_array),
     "random_state": optional(integer(0, 2**32 - 1)),
     "warm_start": boolean,
-    "verbose": integer(0),
+    "verbose": verbosity,
     "verbose_interval": integer(1),
     "init_max_samples": integer(1),
 }

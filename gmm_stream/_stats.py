@@ -6,10 +6,24 @@ derivation is in docs/math.md: per chunk, ``N_k = Σ w r``, ``S1_k = Σ w r x̂`
 conditional covariance of its missing entries.
 
 Precision: every statistic is centred on the means of the parameters used in the E-step
-(``center``), and the data on a shift ``Σ π_k μ_k`` before any product, so sums of
-squares never subtract large, nearly equal numbers. GEMMs run in the input's dtype (float32
-input stays float32) over blocks of a few thousand rows; every block's result is added to
-float64 accumulators.
+(``center``), so sums of squares never subtract large, nearly equal numbers.
+
+* 'full' and 'tied': rows are centred on a shift ``s`` (``Σ π_k μ_k`` rounded to the
+  input's dtype, so ``x − s`` is exact for nearby values) and then on each component's
+  centre ``c_k = μ_k − s`` (rounded once to that dtype); the big GEMMs (``Z L_k`` for the
+  Mahalanobis terms, ``(r Z)ᵀ Z`` for ``S2``) run in the input's dtype, so float32 input
+  keeps the float32 speed. The E-step then uses the means ``μ̃_k = s + c_k`` exactly, which
+  differ from ``μ_k`` by at most half an ulp of ``|μ_k − s|`` (not of ``|μ_k|``), and the
+  chunk's sums are re-centred exactly from ``μ̃`` to ``μ`` (``_recenter``). Rounding ``s``
+  and ``c_k`` without accounting for them would offset every row of a large-norm cloud by
+  up to an ulp of its norm, biasing the means and the lower bound of a float32 fit. The
+  log-sum-exp, the log-likelihood and the block sums are float64.
+* 'diag' and 'spherical' use an expansion ``Σ p (x−c)² = x²·p − 2x·cp + c²p`` around the
+  shift; its terms cancel when the components lie far from the shift, so it always runs
+  in float64 (its products are only ``n·K·d`` flops, not ``n·K·d²``).
+
+GEMMs run over blocks of a few thousand rows; every block's result is added to float64
+accumulators.
 """
 
 from __future__ import annotations
@@ -137,14 +151,15 @@ class _Prepared:
     """Everything the block loop needs from the parameters, in the compute dtype."""
 
     covariance_type: str
-    dtype: np.dtype
+    dtype: np.dtype  # of the GEMMs: the input's for full/tied, float64 for diag/spherical
     shift: np.ndarray  # (d,) in dtype
-    log_weights: np.ndarray  # (K,)
     centers: np.ndarray  # (K, d) means − shift, in dtype
+    log_weights: np.ndarray  # (K,)
     logdet: np.ndarray  # (K,) log det L_k
+    offset: np.ndarray | None = None  # (K, d) float64: shift + centers − means (full/tied)
     chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
     prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
-    prec: np.ndarray | None = None  # (K, d) in dtype (diag/spherical)
+    prec: np.ndarray | None = None  # (K, d) float64 (diag/spherical)
     log_prec_chol: np.ndarray | None = None  # (K, d) (diag/spherical)
     var: np.ndarray | None = None  # (K, d) float64 (diag/spherical)
 
@@ -161,29 +176,45 @@ def default_shift(params: GaussianParams) -> np.ndarray:
 
 def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) -> _Prepared:
     k, d = params.means.shape
-    shift = default_shift(params) if shift is None else np.asarray(shift, np.float64)
     kind = params.covariance_type
-    pc = params.precisions_cholesky
+    if kind in ("diag", "spherical"):
+        dtype = np.dtype(np.float64)
+    pc = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    means = np.asarray(params.means, dtype=np.float64)
+    shift = (default_shift(params) if shift is None else np.asarray(shift, np.float64)).astype(dtype)
+    centers = (means - shift).astype(dtype)
     with np.errstate(divide="ignore"):
-        log_weights = np.log(params.weights)
+        log_weights = np.log(np.asarray(params.weights, dtype=np.float64))
     prep = _Prepared(
         covariance_type=kind,
         dtype=dtype,
-        shift=shift.astype(dtype),
+        shift=shift,
+        centers=centers,
         log_weights=log_weights,
-        centers=(params.means - shift).astype(dtype),
         logdet=np.broadcast_to(log_det_cholesky(pc, kind, d), (k,)).astype(np.float64),
     )
     if kind in ("full", "tied"):
+        prep.offset = (shift.astype(np.float64) + centers.astype(np.float64)) - means
         chol = np.broadcast_to(pc, (k, d, d))
         prep.chol = np.ascontiguousarray(chol, dtype=dtype)
         prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
     else:
         pcd = np.broadcast_to(pc[:, None] if kind == "spherical" else pc, (k, d))
-        prep.prec = np.ascontiguousarray(pcd**2, dtype=dtype)
+        prep.prec = np.ascontiguousarray(pcd**2)
         prep.log_prec_chol = np.log(pcd)
         prep.var = 1.0 / pcd**2
     return prep
+
+
+def _recenter(acc: dict, offset: np.ndarray) -> None:
+    """Sums centred on ``μ̃ = μ + offset`` → the same sums centred on ``μ`` (exact algebra):
+    ``S1 += N·offset``, ``S2 += S1'·offsetᵀ + offset·S1'ᵀ + N·offset·offsetᵀ``."""
+    if not np.any(offset):
+        return
+    s1 = acc["S1"].copy()
+    outer = np.einsum("ki,kj->kij", s1, offset)
+    acc["S2"] += outer + outer.transpose(0, 2, 1) + acc["N"][:, None, None] * np.einsum("ki,kj->kij", offset, offset)
+    acc["S1"] += acc["N"][:, None] * offset
 
 
 class _Workspace(threading.local):
@@ -217,8 +248,8 @@ def block_rows(n_components: int, n_features: int) -> int:
 def _log_prob_full(Xc, mask, prep: _Prepared):
     """Weighted log-probabilities (n, K) and the completed centred rows Z (K, n, d).
 
-    All components are handled by stacked calls: ``Z_k = X − μ_k`` (missing entries 0),
-    ``Y_k = Z_k L_k`` (one batched GEMM), ``‖Y_k‖²`` per row; rows with missing entries
+    All components are handled by stacked calls: ``Z_k = (X − s) − c_k`` (missing entries
+    0), ``Y_k = Z_k L_k`` (one batched GEMM), ``‖Y_k‖²`` per row; rows with missing entries
     then go through :func:`condition_rows`.
     """
     n, d = Xc.shape
@@ -245,15 +276,15 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and ``(X0, O)``: rows with 0 at missing entries, and
-    the observed indicator (None when the rows are complete)."""
+    """Weighted log-probabilities (n, K) and ``(X0, O)``: rows centred on the shift (float64)
+    with 0 at missing entries, and the observed indicator (None when the rows are complete)."""
     n, d = Xc.shape
     X0 = Xc
     O = None
     if mask is not None:
         X0 = Xc.copy()
         np.putmask(X0, mask, 0)
-        O = (~mask).astype(prep.dtype)
+        O = (~mask).astype(np.float64)
     c, p = prep.centers, prep.prec
     quad = (X0 * X0) @ p.T - 2.0 * (X0 @ (c * p).T)
     if O is None:
@@ -289,12 +320,11 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
     X0, O = aux
-    rwt = rw.astype(prep.dtype, copy=False)
-    c = prep.centers.astype(np.float64)
-    r_x = (rwt.T @ X0).astype(np.float64)
-    r_xx = (rwt.T @ (X0 * X0)).astype(np.float64)
+    c = prep.centers
+    r_x = rw.T @ X0
+    r_xx = rw.T @ (X0 * X0)
     n_k = rw.sum(axis=0)[:, None]
-    r_o = n_k if O is None else (rwt.T @ O).astype(np.float64)
+    r_o = n_k if O is None else rw.T @ O
     acc["S1"] += r_x - c * r_o
     acc["S2"] += r_xx - 2.0 * c * r_x + c * c * r_o + prep.var * (n_k - r_o)
 
@@ -431,7 +461,7 @@ def chunk_statistics(
         else:
             wb = sample_weight[start : start + step]
             w = wb[: rows.shape[0]] if rows_idx is None else wb[rows_idx]
-        Xc = np.subtract(rows, prep.shift, dtype=dtype)
+        Xc = np.subtract(rows, prep.shift, dtype=prep.dtype)
         logp, aux = log_prob(Xc, mask, prep)
         rw, lse = _responsibilities(logp)
         _raise_if_not_finite(lse, rows, prep)
@@ -441,6 +471,8 @@ def chunk_statistics(
         loglik += float(w @ lse)
         n_rows += float(w.sum())
         counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
+    if prep.offset is not None:
+        _recenter(accd, prep.offset)
     return SufficientStats(acc.N, acc.S1, acc.S2, acc.center, loglik, n_rows, n_empty, counts)
 
 
@@ -465,7 +497,7 @@ def estimate_weighted_log_prob(X: np.ndarray, params: GaussianParams) -> np.ndar
     for start, rows_idx, rows, mask, _ in _iter_parts(X, block_rows(*params.means.shape)):
         if rows.shape[0] == 0:
             continue
-        logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=dtype), mask, prep)
+        logp, _ = log_prob(np.subtract(rows, prep.shift, dtype=prep.dtype), mask, prep)
         _raise_if_not_finite(logp.max(axis=1), rows, prep)
         if rows_idx is None:
             out[start : start + rows.shape[0]] = logp
@@ -515,6 +547,24 @@ def _centred_scatter(stats: SufficientStats, nk: np.ndarray) -> tuple[np.ndarray
         outer = np.einsum("ki,kj->kij", stats.S1, m)
         a = stats.S2 - outer - outer.transpose(0, 2, 1) + stats.N[:, None, None] * np.einsum("ki,kj->kij", m, m)
     return m, a
+
+
+def _sklearn_variance_floor(stats: SufficientStats, nk: np.ndarray) -> np.ndarray:
+    """scikit-learn's variance of a component whose centred scatter is 0, times ``nk`` (K, d).
+
+    scikit-learn's 'diag' and 'spherical' updates are ``Σ w r x² / nk − μ²`` with
+    ``nk = N + 10·eps`` and ``μ = Σ w r x / nk``, which is exactly the centred variance plus
+    ``(Σ w r x)² (nk − N) / (N nk²)`` ≈ ``10·eps·μ² / N``. For a singleton component (its
+    centred scatter is exactly 0, up to rounding) that term is the whole variance: tiny but
+    positive, so scikit-learn fits it with ``reg_covar=0`` (its issue 18216) where 0 would
+    be refused as ill-defined. The M-step takes ``max(centred scatter, this)``: the result of
+    scikit-learn for such a component, and the exact centred one wherever the variance is
+    resolvable (the term is below scikit-learn's own rounding, ``eps·μ²``, so there it only
+    adds error). Its 'full' and 'tied' updates are centred and have no such floor.
+    """
+    raw1 = stats.S1 + stats.N[:, None] * stats.center  # Σ w r x̂, uncentred
+    scale = np.divide(nk - stats.N, stats.N * nk, out=np.zeros_like(nk), where=stats.N > 0)
+    return raw1 * raw1 * scale[:, None]
 
 
 def _cov_full(a, nk, reg):
@@ -571,7 +621,9 @@ def m_step(
     """Turn merged statistics into parameters (docs/math.md, "M-step").
 
     With no missing values this is scikit-learn's update, including the ``10·eps`` that
-    scikit-learn adds to every ``N_k``.
+    scikit-learn adds to every ``N_k`` and what it implies for a 'diag' or 'spherical'
+    component whose centred scatter is 0 (a variance of about ``10·eps·μ²/N``, see
+    ``_sklearn_variance_floor``).
 
     Empty components: a component whose responsibility mass ``N_k`` is below
     ``EMPTY_MASS`` keeps its previous mean and covariance (from ``previous``, when given)
@@ -587,6 +639,8 @@ def m_step(
     _check_finite_statistics(stats)
     nk = stats.N + 10.0 * np.finfo(np.float64).eps
     m, a = _centred_scatter(stats, nk)
+    if stats.diagonal:
+        a = np.maximum(a, _sklearn_variance_floor(stats, nk))
     means = stats.center + m
     cov = _COVARIANCE[covariance_type](a, nk, reg_covar)
     for quantity, result in (("the means", means), ("the covariances", cov)):

@@ -8,6 +8,7 @@ would naturally catch (``ValueError``, ``FileNotFoundError``, ...), so
 from __future__ import annotations
 
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
 __all__ = [
     "GMMStreamError",
@@ -21,6 +22,7 @@ __all__ = [
     "DiskFullError",
     "ConvergenceWarning",
     "EmptyComponentWarning",
+    "OverParameterizedWarning",
 ]
 
 
@@ -32,8 +34,12 @@ class InvalidInputError(GMMStreamError, ValueError):
     """The data passed in cannot be used (shape, dtype, infinities, too few rows...)."""
 
 
-class InvalidParameterError(GMMStreamError, ValueError):
-    """A parameter of the estimator or of a function is out of its allowed range."""
+class InvalidParameterError(GMMStreamError, _SklearnInvalidParameterError):
+    """A parameter of the estimator or of a function is out of its allowed range.
+
+    Also scikit-learn's ``InvalidParameterError``, so both a ``ValueError`` and a
+    ``TypeError``, as scikit-learn's parameter errors are.
+    """
 
 
 class IllConditionedCovarianceError(GMMStreamError, ValueError):
@@ -71,6 +77,14 @@ class NumericalOverflowError(GMMStreamError, OverflowError, ValueError):
 
 class EmptyComponentWarning(ConvergenceWarning):
     """A component received (almost) no responsibility during an EM iteration."""
+
+
+class OverParameterizedWarning(UserWarning):
+    """The model has more free parameters than the data can determine well.
+
+    Raised by :meth:`GaussianMixture.fit` when the number of free parameters exceeds
+    ``MAX_PARAMETERS_PER_ROW`` (one tenth) of the usable rows.
+    """
 
 
 class OutputExistsError(GMMStreamError, FileExistsError):

@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
-import logging
+import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from numbers import Integral, Real
 
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _dask
-from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters
+from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
+from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._params import (
     COVARIANCE_TYPES,
     GaussianParams,
     covariance_shape,
+    n_free_parameters,
     precision_cholesky_from_precisions,
 )
 from ._stats import SufficientStats, m_step, posterior
-from .exceptions import ConvergenceWarning, InvalidInputError, InvalidParameterError, NumericalOverflowError
-
-logger = logging.getLogger(__name__)
+from .exceptions import (
+    ConvergenceWarning,
+    InvalidInputError,
+    InvalidParameterError,
+    NumericalOverflowError,
+    OverParameterizedWarning,
+)
 
 _CHECK_ARRAY = {"dtype": [np.float64, np.float32], "ensure_all_finite": "allow-nan", "ensure_min_samples": 1}
+#: fit needs two rows, as scikit-learn's does
+_MIN_FIT_SAMPLES = 2
+#: ``fit`` warns (OverParameterizedWarning) above this many free parameters per usable row
+MAX_PARAMETERS_PER_ROW = 0.1
+#: ``init_params`` that scikit-learn allows with ``array_api_dispatch`` enabled
+_ARRAY_API_INIT_PARAMS = ["random", "random_from_data"]
 
 __all__ = ["EMState", "GaussianMixture"]
 
@@ -91,6 +106,41 @@ def _block_predict(X: np.ndarray, params: GaussianParams) -> np.ndarray:
     return posterior(X, params)[0]
 
 
+def _block_as(X: np.ndarray, params: GaussianParams, func, dtype) -> np.ndarray:
+    return func(X, params).astype(dtype, copy=False)
+
+
+class _VerboseReport:
+    """scikit-learn's ``verbose`` output, to stdout, word for word (``BaseMixture._print_verbose_msg_*``)."""
+
+    def __init__(self, verbose: int, interval: int):
+        self.verbose, self.interval = int(verbose), interval
+        self._init_start = self._iter_start = time.time()
+
+    def init_begin(self, init: int) -> None:
+        if self.verbose >= 1:
+            print("Initialization %d" % init)
+            self._init_start = self._iter_start = time.time()
+
+    def iteration(self, n_iter: int, change: float) -> None:
+        if n_iter % self.interval != 0:
+            return
+        if self.verbose == 1:
+            print("  Iteration %d" % n_iter)
+        elif self.verbose >= 2:
+            now = time.time()
+            print("  Iteration %d\t time lapse %.5fs\t ll change %.5f" % (n_iter, now - self._iter_start, change))
+            self._iter_start = now
+
+    def init_end(self, lower_bound: float, converged: bool) -> None:
+        message = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {message}.")
+        elif self.verbose >= 2:
+            lapse = time.time() - self._init_start
+            print(f"Initialization {message}. time lapse {lapse:.5f}s\t lower bound {lower_bound:.5f}.")
+
+
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted by EM over row chunks, exact with missing values.
 
@@ -122,14 +172,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         (n_components, n_features) diag, (n_components, n_features, n_features) full.
     random_state : int, RandomState instance or None, default=None
     warm_start : bool, default=False
-        Start from the fitted parameters of the previous call to ``fit``.
-    verbose : int, default=0
-        0 silent; 1 logs the start and end of each initialisation; 2 also logs the lower
-        bound every ``verbose_interval`` iterations. Messages go to the ``gmm_stream``
-        logger (``logging.INFO``).
+        Start from the fitted parameters and the lower bound of the previous call to
+        ``fit`` (``n_init`` is then ignored), as scikit-learn does: a second call continues
+        the same EM, and converges when the first iteration changes the previous call's
+        lower bound by less than ``tol``.
+    verbose : int or bool, default=0
+        scikit-learn's output, printed to stdout: 1 (or True) prints the start and end of
+        each initialisation and every ``verbose_interval``-th iteration; 2 also the time
+        taken and the change of the lower bound.
     verbose_interval : int, default=10
     init_max_samples : int, default=100_000
-        Rows the initialisation may hold in memory (a seeded sample of rows).
+        Rows the initialisation may hold in memory (a seeded sample of rows; with
+        ``sample_weight``, drawn with probability proportional to the weights).
 
     Attributes
     ----------
@@ -161,6 +215,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ``predict``, ``predict_proba`` and ``score_samples`` return lazy Dask arrays.
     Rows with no observed value get ``score_samples`` NaN, ``predict_proba`` NaN and
     ``predict`` -1.
+
+    Under ``sklearn.config_context(array_api_dispatch=True)`` ``X`` may also be an array of
+    another array-API namespace that can be copied to NumPy: it is, and the fitted
+    attributes and results are given back in its namespace and on its device; as in
+    scikit-learn, only ``init_params`` 'random' and 'random_from_data' are allowed then,
+    and ``predict`` & co. refuse input of another namespace than the training data's.
+
+    float32 input gives float32 fitted attributes and float32 ``score_samples`` and
+    ``predict_proba``, as in scikit-learn; the statistics are accumulated in float64 and
+    the big products stay in float32 (see ``gmm_stream._stats``).
+
+    ``fit`` warns with :class:`~gmm_stream.exceptions.OverParameterizedWarning` when the
+    model has more free parameters (as counted by ``bic``) than ``MAX_PARAMETERS_PER_ROW``
+    = 1/10 of the number of usable rows (rows with at least one observed value), e.g. 3
+    full components in 10 features (197 parameters) need at least 1970 rows.
     """
 
     def __init__(
@@ -198,73 +267,131 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.init_max_samples = init_max_samples
 
+    #: scikit-learn's constraints (``GaussianMixture._parameter_constraints``) and ours,
+    #: checked once, at the start of ``fit``, with scikit-learn's messages
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INITIAL_RESPONSIBILITIES))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "init_max_samples": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.array_api_support = self.init_params in _ARRAY_API_INIT_PARAMS and not self.warm_start
         return tags
 
     # ------------------------------------------------------------------ checks (one place)
 
+    def _check_constructor_parameters(self) -> None:
+        """Types and ranges of the parameters (``_parameter_constraints``), scikit-learn's messages.
+
+        Raises
+        ------
+        InvalidParameterError
+            A ``ValueError`` and a ``TypeError`` (and scikit-learn's ``InvalidParameterError``).
+        """
+        try:
+            self._validate_params()
+        except _SklearnInvalidParameterError as exc:
+            raise InvalidParameterError(str(exc)) from None
+
     def _check_parameters(self, n_features: int) -> dict:
-        """Validate the constructor's parameters; return the checked ``*_init`` arrays."""
-        def integer(name, low):
-            value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-                raise InvalidParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+        """The checked ``*_init`` arrays (float64, or None), once the data's features are known.
 
-        def real(name, low, strict=False):
-            value = getattr(self, name)
-            if not isinstance(value, Real) or isinstance(value, bool) or value < low or (strict and value == low):
-                raise InvalidParameterError(f"{name} must be a number {'>' if strict else '>='} {low}, got {value!r}")
+        The messages are scikit-learn's for the same conditions.
 
-        integer("n_components", 1)
-        integer("max_iter", 0)
-        integer("n_init", 1)
-        integer("verbose", 0)
-        integer("verbose_interval", 1)
-        integer("init_max_samples", 1)
-        real("tol", 0.0)
-        real("reg_covar", 0.0)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise InvalidParameterError(
-                f"covariance_type must be one of {list(COVARIANCE_TYPES)}, got {self.covariance_type!r}"
-            )
-        if self.init_params not in INITIAL_RESPONSIBILITIES:
-            raise InvalidParameterError(
-                f"init_params must be one of {sorted(INITIAL_RESPONSIBILITIES)}, got {self.init_params!r}"
-            )
-        k = self.n_components
-        return {
-            "weights": self._check_init("weights_init", (k,)),
-            "means": self._check_init("means_init", (k, n_features)),
-            "precisions": self._check_init("precisions_init", covariance_shape(self.covariance_type, k, n_features)),
+        Raises
+        ------
+        InvalidParameterError
+            A ``ValueError`` and a ``TypeError`` (and scikit-learn's ``InvalidParameterError``).
+        NotImplementedError
+            With ``array_api_dispatch`` enabled and ``init_params`` other than 'random' or
+            'random_from_data' (scikit-learn's rule and message).
+        """
+        k, kind = self.n_components, self.covariance_type
+        inits = {
+            "weights": self._check_weights_init(k),
+            "means": self._check_init("means_init", "means", (k, n_features)),
+            "precisions": self._check_precisions_init(covariance_shape(kind, k, n_features)),
         }
+        if dispatch_enabled() and self.init_params not in _ARRAY_API_INIT_PARAMS:
+            raise NotImplementedError(
+                f"Allowed `init_params` are {_ARRAY_API_INIT_PARAMS} if "
+                f"'array_api_dispatch' is enabled. You passed "
+                f"init_params={self.init_params!r}, which are not implemented to work "
+                "with 'array_api_dispatch' enabled. Please disable "
+                f"'array_api_dispatch' to use init_params={self.init_params!r}."
+            )
+        return inits
 
-    def _check_init(self, name: str, shape: tuple):
+    def _check_init(self, name: str, label: str, shape: tuple, **check):
+        """``getattr(self, name)`` as a finite float array of ``shape``, or None."""
         value = getattr(self, name)
         if value is None:
             return None
-        arr = np.asarray(value, dtype=np.float64)
+        value = to_numpy(value, name)
+        try:
+            arr = check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, **check)
+        except ValueError as exc:
+            raise InvalidParameterError(f"{name}: {exc}") from None
         if arr.shape != shape:
-            raise InvalidParameterError(
-                f"{name} must have shape {shape} for n_components={self.n_components}, "
-                f"covariance_type={self.covariance_type!r} and the data's features, got {arr.shape}"
+            raise InvalidParameterError(  # scikit-learn's message, then which parameter it is
+                f"The parameter '{label}' should have the shape of {shape}, but got {arr.shape} "
+                f"({name}, for n_components={self.n_components}, covariance_type={self.covariance_type!r} "
+                "and the data's features)"
             )
-        if not np.all(np.isfinite(arr)):
-            raise InvalidParameterError(f"{name} must be finite")
-        if name == "weights_init":
-            if np.any(arr < 0) or np.any(arr > 1):
-                raise InvalidParameterError(f"weights_init must be in [0, 1], got min {arr.min()}, max {arr.max()}")
-            if not np.allclose(arr.sum(), 1.0):
-                raise InvalidParameterError(f"weights_init must sum to 1, got sum(weights_init) = {arr.sum():.5f}")
-        if name == "precisions_init" and self.covariance_type in ("diag", "spherical") and np.any(arr <= 0):
-            raise InvalidParameterError("precisions_init must be positive")
         return arr
 
+    def _check_weights_init(self, k: int):
+        arr = self._check_init("weights_init", "weights", (k,))
+        if arr is None:
+            return None
+        if np.any(arr < 0.0) or np.any(arr > 1.0):
+            raise InvalidParameterError(
+                "The parameter 'weights' should be in the range [0, 1], but got "
+                "max value %.5f, min value %.5f" % (np.min(arr), np.max(arr))  # scikit-learn's wording, as is
+            )
+        atol = 1e-6 if arr.dtype == np.float32 else 1e-8  # scikit-learn's tolerance
+        if not abs(1.0 - float(np.sum(arr))) <= atol:
+            raise InvalidParameterError(
+                "The parameter 'weights' should be normalized, but got sum(weights) = %.5f" % np.sum(arr)
+            )
+        return arr.astype(np.float64)
+
+    def _check_precisions_init(self, shape: tuple):
+        kind = self.covariance_type
+        arr = self._check_init("precisions_init", f"{kind} precision", shape, allow_nd=kind == "full")
+        if arr is None:
+            return None
+        if kind in ("diag", "spherical"):
+            if np.any(arr <= 0.0):
+                raise InvalidParameterError(f"'{kind} precision' should be positive")
+        else:
+            for matrix in arr.reshape((-1,) + arr.shape[-2:]):
+                if not (np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8) and np.all(np.linalg.eigvalsh(matrix) > 0)):
+                    raise InvalidParameterError(f"'{kind} precision' should be symmetric, positive-definite")
+        return arr.astype(np.float64)
+
     def _validate_X(self, X, *, reset: bool):
-        """The data as a NumPy or Dask array of float32/float64; sets or checks the features."""
+        """The data as a NumPy or Dask array of float32/float64; sets or checks the features.
+
+        ``reset=True`` (``fit``) also requires two rows, as scikit-learn does.
+        """
         try:
-            return self._validate_X_unchecked(X, reset=reset)
+            return self._validate_X_unchecked(to_numpy(X), reset=reset)
         except InvalidInputError:
             raise
         except ValueError as exc:  # scikit-learn's validation: same message, our error class
@@ -275,8 +402,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise InvalidInputError(
                 f"X must be 2-D (n_samples, n_features), got a {X.ndim}-D array of shape {X.shape}"
             )
+        min_samples = _MIN_FIT_SAMPLES if reset else 1
         if not _is_dataarray(X) and not isinstance(X, da.Array):
-            return validate_data(self, X, reset=reset, **_CHECK_ARRAY)
+            return validate_data(self, X, reset=reset, **dict(_CHECK_ARRAY, ensure_min_samples=min_samples))
         names = None
         if _is_dataarray(X):
             if X.ndim != 2:
@@ -284,6 +412,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             names = _dataarray_feature_names(X)
             X = X.data
         X = _check_dask(X) if isinstance(X, da.Array) else check_array(X, **_CHECK_ARRAY)
+        if X.shape[0] < min_samples:  # scikit-learn's message
+            raise InvalidInputError(
+                f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of "
+                f"{min_samples} is required by {type(self).__name__}."
+            )
         if reset:
             self.n_features_in_ = X.shape[1]
             if names is not None:
@@ -315,6 +448,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 w = np.full(X.shape[0], float(w))
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise InvalidInputError("sample_weight must be finite and non-negative")
+            if w.size and not np.any(w > 0):
+                raise InvalidInputError("sample_weight is zero for every row; at least one row needs a positive weight")
         if w.ndim != 1 or w.shape[0] != X.shape[0]:
             raise InvalidInputError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
         return w
@@ -343,24 +478,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         self
         """
+        namespace = input_namespace(X)
+        self._check_constructor_parameters()
         X = self._validate_X(X, reset=True)
-        inits = self._check_parameters(X.shape[1])
-        w = self._validate_weights(sample_weight, X)
         n = X.shape[0]
         if n < self.n_components:
             raise InvalidInputError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, n_samples = {n}"
             )
+        inits = self._check_parameters(X.shape[1])
+        w = self._validate_weights(sample_weight, X)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
         if not isinstance(X, da.Array):  # cheap in memory; Dask input is checked by the first pass
             observed = ~np.isnan(X)
-            self._check_usable(observed.sum(axis=0), int(observed.any(axis=1).sum()))
+            self._check_usable(observed.sum(axis=0), int(observed.any(axis=1).sum()), warn=do_init)
         random_state = check_random_state(self.random_state)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
+        # scikit-learn's warm start: the same EM goes on, from the last parameters and lower bound
+        start_bound = -np.inf if do_init else self.lower_bound_
         needs_sample = do_init and any(v is None for v in inits.values())
         sample = draw_sample(X, self.init_max_samples, random_state, w) if needs_sample else None
+        report = _VerboseReport(self.verbose, self.verbose_interval)
         best = None if resume_from is None else resume_from.best
         for init in range(n_init):
+            report.init_begin(init)
             # initial parameters are always drawn, so the random state advances as in an
             # uninterrupted fit; a resumed init then starts from its checkpoint instead
             try:
@@ -372,18 +513,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             state = EMState(init=init, n_iter=0, params=params, lower_bounds=[], best=best)
             if resume_from is not None and init == resume_from.init:
                 state = resume_from
-            if self.verbose:
-                logger.info("initialisation %d of %d", init + 1, n_init)
-            state = self._em(X, w, state, callback)
+            state = self._em(X, w, state, callback, start_bound=start_bound, report=report,
+                             check_usable=isinstance(X, da.Array), warn=do_init)
             result = state.result()
-            if best is None or result["lower_bound"] > best["lower_bound"]:
+            # as scikit-learn: the best lower bound wins; with max_iter=0 (no bound) the last init
+            if best is None or result["lower_bound"] > best["lower_bound"] or best["lower_bound"] == -np.inf:
                 best = result
-        self._params = best["params"]
-        self.converged_ = best["converged"]
-        self.n_iter_ = best["n_iter"]
-        self.lower_bound_ = best["lower_bound"]
-        self.lower_bounds_ = np.asarray(best["lower_bounds"])
-        self.n_empty_rows_ = best["n_empty"]
+        self._set_fitted(best, X.dtype, namespace)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -393,7 +529,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self
 
+    def _set_fitted(self, best: dict, dtype, namespace: Namespace | None) -> None:
+        """The fitted attributes from the best initialisation, in the input's dtype and namespace."""
+        self._params = best["params"].astype(dtype)
+        self._xp = namespace
+        self.converged_ = best["converged"]
+        self.n_iter_ = best["n_iter"]
+        self.lower_bound_ = best["lower_bound"]
+        self.lower_bounds_ = np.asarray(best["lower_bounds"], dtype=np.float64)
+        self.n_empty_rows_ = best["n_empty"]
+
     def _initial_parameters(self, sample, inits: dict, random_state) -> GaussianParams:
+        params = None
         if sample is not None:
             X_sample, w_sample = sample
             params = initial_parameters(
@@ -405,8 +552,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 reg_covar=self.reg_covar,
                 random_state=random_state,
             )
-        else:
-            params = None
+        return self._with_inits(params, inits)
+
+    def _with_inits(self, params: GaussianParams | None, inits: dict) -> GaussianParams:
+        """``params`` with the user's ``weights_init``, ``means_init``, ``precisions_init``."""
         weights = inits["weights"] if inits["weights"] is not None else params.weights
         means = inits["means"] if inits["means"] is not None else params.means
         if inits["precisions"] is not None:
@@ -414,11 +563,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return GaussianParams(weights, means, chol, self.covariance_type)
         return GaussianParams(weights, means, params.precisions_cholesky, self.covariance_type, params.covariances)
 
-    def _em(self, X, w, state: EMState, callback) -> EMState:
-        """Run EM from ``state`` until convergence or ``max_iter``."""
-        params = state.params
+    def _em(self, X, w, state: EMState, callback, *, start_bound: float = -np.inf, report=None,
+            check_usable: bool = True, warn: bool = True) -> EMState:
+        """Run EM from ``state`` until convergence or ``max_iter``.
+
+        ``start_bound`` is the lower bound the first iteration is compared with (the
+        previous call's, for a warm start). ``check_usable`` and ``warn``: check the usable
+        rows and features on the first pass (for Dask input, whose rows are first seen there).
+        """
+        report = report or _VerboseReport(0, self.verbose_interval)
+        params = state.params.astype(np.float64)
         lower_bounds = list(state.lower_bounds)
-        previous = lower_bounds[-1] if lower_bounds else -np.inf
+        previous = lower_bounds[-1] if lower_bounds else start_bound
         converged = state.converged
         n_empty = state.n_empty
         n_iter = state.n_iter
@@ -427,22 +583,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             try:
                 stats = _dask.statistics(X, params, w)
                 if n_iter == 1:
-                    n_empty = self._check_first_statistics(stats, X.shape[0])
+                    n_empty = self._check_first_statistics(stats, X.shape[0], check_usable, warn)
                 lower_bound = stats.loglik / stats.n_rows
                 params = m_step(stats, reg_covar=self.reg_covar, covariance_type=self.covariance_type, previous=params)
             except NumericalOverflowError as err:
                 raise self._overflow_error(err, X, f"iteration {n_iter}") from None
             lower_bounds.append(lower_bound)
-            if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
-                logger.info("iteration %d: lower bound %.8g", n_iter, lower_bound)
+            report.iteration(n_iter, lower_bound - previous)
             converged = abs(lower_bound - previous) < self.tol
             previous = lower_bound
             state = EMState(state.init, n_iter, params, lower_bounds, converged, n_empty, state.best, stats)
             if callback is not None:
                 callback(state)
-        if self.verbose:
-            logger.info("initialisation %s after %d iterations, lower bound %.8g",
-                        "converged" if converged else "did not converge", n_iter, previous)
+        if self.max_iter > 0:
+            report.init_end(previous, converged)
         return state
 
     def _overflow_error(self, err: NumericalOverflowError, X, when: str) -> NumericalOverflowError:
@@ -463,14 +617,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             step="EM", quantity=err.quantity, features=features,
         )
 
-    def _check_first_statistics(self, stats: SufficientStats, n_samples: int) -> int:
-        self._check_usable(stats.feature_counts, n_samples - stats.n_empty)
+    def _check_first_statistics(self, stats: SufficientStats, n_samples: int, check_usable: bool = True,
+                                warn: bool = True) -> int:
+        if check_usable:
+            self._check_usable(stats.feature_counts, n_samples - stats.n_empty, warn=warn)
         if stats.n_rows <= 0:
             raise InvalidInputError("the total sample_weight of the usable rows is 0")
         return stats.n_empty
 
-    def _check_usable(self, feature_counts: np.ndarray, n_usable: int) -> None:
-        """Every feature observed at least once; at least one usable row per component."""
+    def _check_usable(self, feature_counts: np.ndarray, n_usable: int, warn: bool = True) -> None:
+        """Every feature observed at least once; at least one usable row per component; and
+        (a warning) not more free parameters than ``MAX_PARAMETERS_PER_ROW`` per usable row."""
         empty_features = np.flatnonzero(feature_counts == 0)
         if empty_features.size:
             raise InvalidInputError(
@@ -482,6 +639,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"n_components={self.n_components} is larger than the number of usable rows "
                 f"(rows with at least one observed value): {n_usable}. Use fewer components or more data."
             )
+        if warn:
+            self._warn_if_over_parameterized(len(feature_counts), n_usable)
+
+    def _warn_if_over_parameterized(self, n_features: int, n_usable: int) -> None:
+        n_params = n_free_parameters(self.covariance_type, self.n_components, n_features)
+        if n_params > MAX_PARAMETERS_PER_ROW * n_usable:
+            warnings.warn(
+                f"The model has {n_params} free parameters (n_components={self.n_components}, "
+                f"covariance_type={self.covariance_type!r}, {n_features} features) for {n_usable} usable rows, "
+                f"more than one per {round(1 / MAX_PARAMETERS_PER_ROW)} rows: they are poorly determined and the fit "
+                "may overfit or collapse. Use fewer components, a simpler covariance_type ('diag' or "
+                "'spherical'), or fewer features.",
+                OverParameterizedWarning,
+                stacklevel=4,
+            )
 
     def _feature_labels(self, indices) -> list:
         names = getattr(self, "feature_names_in_", None)
@@ -491,27 +663,40 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @property
     def weights_(self):
-        return self._fitted().weights
+        return self._out(self._fitted().weights)
 
     @property
     def means_(self):
-        return self._fitted().means
+        return self._out(self._fitted().means)
 
     @property
     def covariances_(self):
-        return self._fitted().covariances
+        return self._out(self._fitted().covariances)
 
     @property
     def precisions_cholesky_(self):
-        return self._fitted().precisions_cholesky
+        return self._out(self._fitted().precisions_cholesky)
 
     @property
     def precisions_(self):
-        return self._fitted().precisions
+        return self._out(self._fitted().precisions)
+
+    @property
+    def lower_bounds_(self):
+        if "_lower_bounds" not in self.__dict__:
+            self._missing("lower_bounds_")
+        return self._out(np.asarray(self.__dict__["_lower_bounds"], dtype=np.float64))
+
+    @lower_bounds_.setter
+    def lower_bounds_(self, value) -> None:
+        self.__dict__["_lower_bounds"] = tuple(float(v) for v in np.asarray(value, dtype=np.float64))
+
+    def _missing(self, name: str):
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def params_(self) -> GaussianParams:
-        """The fitted parameters as a :class:`GaussianParams`."""
+        """The fitted parameters as a :class:`GaussianParams` (NumPy arrays)."""
         return self._fitted()
 
     def permute_components(self, order):
@@ -529,17 +714,58 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise AttributeError("model is not fitted")
         return self._params
 
+    def _out(self, a):
+        """A fitted array in the namespace and on the device of the training data."""
+        namespace = self.__dict__.get("_xp")
+        return a if namespace is None else namespace.asarray(a)
+
     def __sklearn_is_fitted__(self) -> bool:
         return "_params" in self.__dict__
 
+    # ------------------------------------------- scikit-learn's parameter hooks (BaseMixture)
+
+    def _get_parameters(self) -> tuple:
+        """``(weights_, means_, covariances_, precisions_cholesky_)``, as scikit-learn's."""
+        return self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+
+    def _set_parameters(self, params) -> None:
+        """Set the fitted parameters from scikit-learn's tuple
+        ``(weights, means, covariances, precisions_cholesky)`` (arrays keep their dtype)."""
+        weights, means, covariances, chol = (np.asarray(to_numpy(a)) for a in params)
+        self._params = GaussianParams(weights, means, chol, self.covariance_type, covariances)
+
+    def _initialize(self, X, resp) -> None:
+        """scikit-learn's ``_initialize``: parameters from responsibilities ``resp`` (n, K) of
+        complete rows ``X``, overridden by ``weights_init``, ``means_init``, ``precisions_init``.
+        ``resp`` may be None when all three are given. As in scikit-learn, the ``*_init``
+        arrays are used as they are (``fit`` checks them)."""
+        X = check_array(to_numpy(X), dtype=[np.float64, np.float32])
+        inits = {key: None if value is None else np.asarray(to_numpy(value), dtype=np.float64)
+                 for key, value in (("weights", self.weights_init), ("means", self.means_init),
+                                    ("precisions", self.precisions_init))}
+        params = None
+        if resp is not None:
+            resp = np.asarray(to_numpy(resp), dtype=np.float64)
+            params = parameters_from_responsibilities(X.astype(np.float64), resp, None,
+                                                      covariance_type=self.covariance_type, reg_covar=self.reg_covar)
+        self._params = self._with_inits(params, inits).astype(X.dtype)
+
     # ------------------------------------------------------------------------- inference
 
-    def _apply(self, X, func, n_columns, dtype):
+    def _apply(self, X, func, n_columns, dtype=None, *, method: str, give_back: bool = True):
+        """``func(block, params)`` over the rows of ``X``: NumPy, lazy Dask, or (``give_back``)
+        the array-API namespace of ``X``. ``dtype`` None: the floating result type of ``X``
+        and the model. Under array_api_dispatch, ``X`` must be in the namespace and on the
+        device of the training data, as scikit-learn requires (``method`` names the caller)."""
         check_is_fitted(self)
+        check_same_namespace(X, self, attribute="means_", method=method)
+        namespace = input_namespace(X) if give_back else None
         X = self._validate_X(X, reset=False)
+        dtype = np.result_type(X.dtype, self._params.dtype) if dtype is None else np.dtype(dtype)
         if isinstance(X, da.Array):
-            return _dask.map_rows(X, func, self._params, n_columns, dtype)
-        return func(X, self._params)
+            return _dask.map_rows(X, partial(_block_as, func=func, dtype=dtype), self._params, n_columns, dtype)
+        out = _block_as(X, self._params, func, dtype)
+        return out if namespace is None else namespace.asarray(out)
 
     def score_samples(self, X):
         """Log-density of each row (of its observed entries).
@@ -547,9 +773,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns
         -------
         ndarray or dask.array.Array of shape (n_samples,)
-            NaN for rows with no observed value; lazy for Dask input.
+            NaN for rows with no observed value; lazy for Dask input; float32 when both
+            ``X`` and the fitted model are float32.
         """
-        return self._apply(X, _block_score_samples, None, np.float64)
+        return self._apply(X, _block_score_samples, None, method="score_samples")
 
     def predict_proba(self, X):
         """Posterior probability of each component for each row.
@@ -558,7 +785,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray or dask.array.Array of shape (n_samples, n_components)
         """
-        return self._apply(X, _block_proba, self.n_components, np.float64)
+        return self._apply(X, _block_proba, self.n_components, method="predict_proba")
 
     def predict(self, X):
         """Most probable component of each row (-1 for rows with no observed value).
@@ -567,34 +794,39 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray or dask.array.Array of shape (n_samples,)
         """
-        return self._apply(X, _block_predict, None, np.int64)
+        return self._apply(X, _block_predict, None, np.int64, method="predict")
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X)`` then ``predict(X)``."""
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
     def _score_parts(self, X) -> tuple[float, int]:
-        s = self.score_samples(X)
+        """Mean log-density of the usable rows of ``X``, and their number.
+
+        For NumPy input the mean is ``np.mean`` of ``score_samples`` (scikit-learn's ``score``,
+        in the same dtype); for Dask input a float64 sum over the chunks.
+        """
+        s = self._apply(X, _block_score_samples, None, method="score", give_back=False)
         if isinstance(s, da.Array):
-            total, count = da.compute(da.nansum(s), da.sum(~da.isnan(s)))
-        else:
-            total, count = np.nansum(s), np.sum(~np.isnan(s))
-        return float(total), int(count)
+            total, count = da.compute(da.nansum(s, dtype=np.float64), da.sum(~da.isnan(s)))
+            return float(total) / int(count), int(count)
+        usable = ~np.isnan(s)
+        s = s if usable.all() else s[usable]
+        return float(np.mean(s)), int(s.shape[0])
 
     def score(self, X, y=None):
         """Mean log-likelihood of the usable rows of ``X``."""
-        total, count = self._score_parts(X)
-        return total / count
+        return self._score_parts(X)[0]
 
     def bic(self, X):
         """Bayesian information criterion on ``X`` (usable rows only)."""
-        total, count = self._score_parts(X)
-        return -2.0 * total + self._params.n_parameters() * np.log(count)
+        mean, count = self._score_parts(X)
+        return -2.0 * mean * count + self._params.n_parameters() * np.log(count)
 
     def aic(self, X):
         """Akaike information criterion on ``X`` (usable rows only)."""
-        total, _ = self._score_parts(X)
-        return -2.0 * total + 2 * self._params.n_parameters()
+        mean, count = self._score_parts(X)
+        return -2.0 * mean * count + 2 * self._params.n_parameters()
 
     def _n_parameters(self) -> int:
         return self._fitted().n_parameters()
@@ -605,6 +837,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            float64 (the widest float of the training data's namespace and device).
         y : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
@@ -614,7 +847,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         p = self._params
         rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, p.weights)
+        counts = rng.multinomial(n_samples, p.weights.astype(np.float64))
         cov = p.covariances
         if self.covariance_type == "full":
             X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(p.means, cov, counts)])
@@ -624,8 +857,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             var = cov if self.covariance_type == "diag" else np.repeat(cov[:, None], p.n_features, axis=1)
             X = np.vstack([m + rng.standard_normal(size=(s, p.n_features)) * np.sqrt(v)
                            for m, v, s in zip(p.means, var, counts)])
-        y = np.concatenate([np.full(s, j, dtype=int) for j, s in enumerate(counts)])
-        return X, y
+        y = np.concatenate([np.full(s, j, dtype=np.int64) for j, s in enumerate(counts)])
+        namespace = self.__dict__.get("_xp")
+        if namespace is None:
+            return X.astype(np.float64, copy=False), y
+        return namespace.asarray(X, "max_float"), namespace.asarray(y, "int64")
 
     # ----------------------------------------------------------------------- persistence
 

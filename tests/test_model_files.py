@@ -606,3 +606,10 @@ def test_preprocessing_missing_npz(pre_dir):
 def test_preprocessing_not_found_is_still_a_file_not_found_error(tmp_path):
     with pytest.raises(PreprocessingNotFoundError):
         Preprocessor.load(tmp_path)
+
+
+def test_a_model_fitted_with_verbose_true_round_trips(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    gm = GaussianMixture(2, random_state=0, verbose=True).fit(X)
+    gm.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").verbose is True

@@ -18,22 +18,16 @@ from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture
 
 
-def _expected_failed_checks(estimator):
-    if estimator.n_components == 1:
-        return {}
-    # As for sklearn's KMeans: a random initialisation drawn from shuffled, repeated rows
-    # differs from one drawn from weighted rows. With the same initial parameters the
-    # equivalence holds exactly (test_chunking.py::test_integer_sample_weight_equals_repeated_rows).
-    return {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "random initialisation: sample_weight is not equivalent to repeating samples"
-        )
-    }
-
-
+# Every check passes, check_sample_weight_equivalence_on_dense_data included: the seeded
+# initialisation is a function of the weighted rows (gmm_stream/_init.py), so integer
+# weights and repeated rows give the same start and the same fit. The other covariance
+# types, and the array-API checks of an estimator that supports them, are in
+# test_sklearn_conformance.py.
 @parametrize_with_checks(
     [GaussianMixture(), GaussianMixture(covariance_type="diag", n_components=2)],
-    expected_failed_checks=_expected_failed_checks,
+    # run only with SCIPY_ARRAY_API=1: as scikit-learn's, init_params='kmeans' is refused
+    # under array_api_dispatch (scikit-learn runs this check with 'random_from_data')
+    expected_failed_checks=lambda est: {"check_array_api_input": "init_params='kmeans' under array_api_dispatch"},
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
