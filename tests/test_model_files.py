@@ -125,40 +125,10 @@ def test_errors_are_value_errors_of_gmm_stream(full_model_dir):
 # ------------------------------------------------------------------------- model.json
 
 
-def test_unknown_parameter(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m["params"].update(n_clusters=3))
-    refused(load_model, full_model_dir, "model/model.json", "params has unknown key(s) ['n_clusters']")
-
-
-def test_unknown_top_level_key(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m.update(pickle="gASV"))
-    refused(load_model, full_model_dir, "model.json", "unknown key(s) ['pickle']")
-
-
-def test_string_format_version(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m.update(format_version="1"))
-    refused(load_model, full_model_dir, "model.json", "format_version must be an integer, got string '1'")
-
-
-def test_newer_format_version_says_upgrade(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m.update(format_version=2))
-    refused(load_model, full_model_dir, "model.json", "format_version", "written by a newer gmm-stream", "upgrade")
-
-
-def test_other_format(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m.update(format="sklearn-pickle"))
-    refused(load_model, full_model_dir, "model.json", "format 'sklearn-pickle'")
-
-
 @pytest.mark.parametrize("key", ["n_iter", "lower_bounds", "params"])
 def test_missing_key(full_model_dir, key):
     edit_json(full_model_dir / "model.json", lambda m: m.pop(key))
     refused(load_model, full_model_dir, "model.json", f"missing key(s) ['{key}']")
-
-
-def test_missing_parameter(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m["params"].pop("covariance_type"))
-    refused(load_model, full_model_dir, "model.json", "params has missing key(s) ['covariance_type']")
 
 
 @pytest.mark.parametrize("field, value, expected", [
@@ -192,20 +162,10 @@ def test_value_of_the_wrong_type(full_model_dir, field, value, expected):
     refused(load_model, full_model_dir, "model.json", expected)
 
 
-def test_history_inconsistent_with_n_iter(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m.update(n_iter=m["n_iter"] + 1))
-    refused(load_model, full_model_dir, "model.json", "lower_bounds has", "one per iteration")
-
-
 def test_deep_nesting(full_model_dir):
     text = (full_model_dir / "model.json").read_text()
     deep = "[" * 10_000 + "]" * 10_000
     (full_model_dir / "model.json").write_text(text.replace('"means_init": null', f'"means_init": {deep}'))
-    refused(load_model, full_model_dir, "model.json", "nested more than 32 levels deep")
-
-
-def test_nesting_deeper_than_the_limit_but_parseable(full_model_dir):
-    edit_json(full_model_dir / "model.json", lambda m: m["params"].update(means_init=json.loads("[" * 40 + "]" * 40)))
     refused(load_model, full_model_dir, "model.json", "nested more than 32 levels deep")
 
 
@@ -423,21 +383,6 @@ def test_checkpoint_round_trip(saved_states):
         assert (loaded.best is None) == no_best
 
 
-def test_checkpoint_unknown_key(state_dir):
-    edit_json(state_dir / "state.json", lambda m: m["best"].update(params="inline"))
-    refused(load_state, state_dir, "ckpt/state.json", "best has unknown key(s) ['params']")
-
-
-def test_checkpoint_string_format_version(state_dir):
-    edit_json(state_dir / "state.json", lambda m: m.update(format_version="1"))
-    refused(load_state, state_dir, "state.json", "format_version must be an integer")
-
-
-def test_checkpoint_history_inconsistent(state_dir):
-    edit_json(state_dir / "state.json", lambda m: m.update(n_iter=7))
-    refused(load_state, state_dir, "state.json", "lower_bounds has 2 values, expected one per iteration (n_iter = 7)")
-
-
 def test_checkpoint_wrong_shape(state_dir):
     means = npz_arrays(state_dir / "state.npz")["best_means"]
     rewrite_npz(state_dir / "state.npz", best_means=means[:, :1])
@@ -500,46 +445,6 @@ def test_preprocessing_layout_covers_every_fitted_array():
     assert {k.split(".", 1)[1] for k in _saved_layout(steps, 4)} == {
         f"{s.name}.{a}" for s in steps for a in s._fitted_arrays
     }
-
-
-def test_preprocessing_unknown_step_parameter(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h["steps"][2].update(whiten=True))
-    pre_refused(pre_dir, "model/preprocessing.json", "steps[2] has unknown key(s) ['whiten']")
-
-
-def test_preprocessing_missing_step_parameter(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h["steps"][2].pop("n_components"))
-    pre_refused(pre_dir, "preprocessing.json", "steps[2] has missing key(s) ['n_components']")
-
-
-def test_preprocessing_unknown_step(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h["steps"][0].update(name="sqrt"))
-    pre_refused(pre_dir, "preprocessing.json", "steps[0].name must be one of")
-
-
-def test_preprocessing_steps_out_of_order(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h["steps"].reverse())
-    pre_refused(pre_dir, "preprocessing.json", "steps are not a valid preprocessing", "order")
-
-
-def test_preprocessing_pca_wider_than_the_features(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h["steps"][2].update(n_components=9))
-    pre_refused(pre_dir, "preprocessing.json", "steps[2].n_components is 9, more than n_features_in = 4")
-
-
-def test_preprocessing_string_format_version(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(format_version="1"))
-    pre_refused(pre_dir, "preprocessing.json", "format_version must be an integer")
-
-
-def test_preprocessing_newer_format_version(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(format_version=5))
-    pre_refused(pre_dir, "preprocessing.json", "written by a newer gmm-stream", "upgrade")
-
-
-def test_preprocessing_feature_names_of_the_wrong_length(pre_dir):
-    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(feature_names_in=["a"]))
-    pre_refused(pre_dir, "preprocessing.json", "feature_names_in has 1 names, expected n_features_in = 4")
 
 
 def test_preprocessing_deep_nesting(pre_dir):
@@ -613,3 +518,67 @@ def test_a_model_fitted_with_verbose_true_round_trips(tmp_path, capsys):
     gm = GaussianMixture(2, random_state=0, verbose=True).fit(X)
     gm.save(tmp_path / "m")
     assert load_model(tmp_path / "m").verbose is True
+
+
+# ------------------------------------------------------ damaged JSON of each saved kind
+
+#: (file, edit, fragments the error must name) for each kind of saved directory.
+JSON_DAMAGE = {
+    "model": {
+        "unknown_parameter": ("model.json", lambda m: m["params"].update(n_clusters=3),
+            ("model/model.json", "params has unknown key(s) ['n_clusters']")),
+        "unknown_top_level_key": ("model.json", lambda m: m.update(pickle="gASV"),
+            ("model.json", "unknown key(s) ['pickle']")),
+        "string_format_version": ("model.json", lambda m: m.update(format_version="1"),
+            ("model.json", "format_version must be an integer, got string '1'")),
+        "newer_format_version_says_upgrade": ("model.json", lambda m: m.update(format_version=2),
+            ("model.json", "format_version", "written by a newer gmm-stream", "upgrade")),
+        "other_format": ("model.json", lambda m: m.update(format="sklearn-pickle"),
+            ("model.json", "format 'sklearn-pickle'")),
+        "missing_parameter": ("model.json", lambda m: m["params"].pop("covariance_type"),
+            ("model.json", "params has missing key(s) ['covariance_type']")),
+        "history_inconsistent_with_n_iter": ("model.json", lambda m: m.update(n_iter=m["n_iter"] + 1),
+            ("model.json", "lower_bounds has", "one per iteration")),
+        "nesting_deeper_than_the_limit_but_parseable": (
+            "model.json", lambda m: m["params"].update(means_init=json.loads("[" * 40 + "]" * 40)),
+            ("model.json", "nested more than 32 levels deep")),
+    },
+    "checkpoint": {
+        "unknown_key": ("state.json", lambda m: m["best"].update(params="inline"),
+            ("ckpt/state.json", "best has unknown key(s) ['params']")),
+        "string_format_version": ("state.json", lambda m: m.update(format_version="1"),
+            ("state.json", "format_version must be an integer")),
+        "history_inconsistent": ("state.json", lambda m: m.update(n_iter=7),
+            ("state.json", "lower_bounds has 2 values, expected one per iteration (n_iter = 7)")),
+    },
+    "preprocessing": {
+        "unknown_step_parameter": ("preprocessing.json", lambda h: h["steps"][2].update(whiten=True),
+            ("model/preprocessing.json", "steps[2] has unknown key(s) ['whiten']")),
+        "missing_step_parameter": ("preprocessing.json", lambda h: h["steps"][2].pop("n_components"),
+            ("preprocessing.json", "steps[2] has missing key(s) ['n_components']")),
+        "unknown_step": ("preprocessing.json", lambda h: h["steps"][0].update(name="sqrt"),
+            ("preprocessing.json", "steps[0].name must be one of")),
+        "steps_out_of_order": ("preprocessing.json", lambda h: h["steps"].reverse(),
+            ("preprocessing.json", "steps are not a valid preprocessing", "order")),
+        "pca_wider_than_the_features": ("preprocessing.json", lambda h: h["steps"][2].update(n_components=9),
+            ("preprocessing.json", "steps[2].n_components is 9, more than n_features_in = 4")),
+        "string_format_version": ("preprocessing.json", lambda h: h.update(format_version="1"),
+            ("preprocessing.json", "format_version must be an integer")),
+        "newer_format_version": ("preprocessing.json", lambda h: h.update(format_version=5),
+            ("preprocessing.json", "written by a newer gmm-stream", "upgrade")),
+        "feature_names_of_the_wrong_length": ("preprocessing.json", lambda h: h.update(feature_names_in=["a"]),
+            ("preprocessing.json", "feature_names_in has 1 names, expected n_features_in = 4")),
+    },
+}
+LOADERS = {"model": ("full_model_dir", load_model, ModelFormatError),
+           "checkpoint": ("state_dir", load_state, ModelFormatError),
+           "preprocessing": ("pre_dir", Preprocessor.load, PreprocessingFormatError)}
+
+
+@pytest.mark.parametrize(("kind", "case"), [(k, c) for k, cases in JSON_DAMAGE.items() for c in cases])
+def test_damaged_json_is_refused_naming_the_file_and_field(request, kind, case):
+    fixture, load, error = LOADERS[kind]
+    directory = request.getfixturevalue(fixture)
+    file, edit, fragments = JSON_DAMAGE[kind][case]
+    edit_json(directory / file, edit)
+    refused(load, directory, *fragments, error=error)

@@ -46,6 +46,15 @@ def test_a_kill_at_any_file_operation_leaves_the_old_set_or_the_new_one(tmp_path
     assert published == sorted(published)  # one switch: old until it, new after it
 
 
+def publish_a_run(outputs: OutputSet, fingerprint: str, overwrite: bool = False):
+    """One whole run of the job ``fingerprint`` that publishes an empty ``model`` directory."""
+    with outputs.lock():
+        run = outputs.begin(fingerprint, overwrite=overwrite)
+        (run.directory / "model").mkdir()
+        outputs.publish(run)
+    return run
+
+
 def test_an_interrupted_run_is_resumed_and_another_job_refused(tmp_path):
     out = tmp_path / "out"
     outputs = OutputSet(out, ["model"])
@@ -81,18 +90,12 @@ def test_a_stable_name_taken_by_another_program_is_refused_and_kept(tmp_path):
 def test_leftovers_of_other_kinds_are_never_touched(tmp_path):
     out = tmp_path / "out"
     outputs = OutputSet(out, ["model"])
-    with outputs.lock():
-        run = outputs.begin("job", overwrite=False)
-        (run.directory / "model").mkdir()
-        outputs.publish(run)
+    publish_a_run(outputs, "job")
     mine = [out / "notes.txt", out / "runs" / "my-folder", out / ".model.tmp-abc"]  # not ours: no pid/random
     mine[0].write_text("x")
     mine[1].mkdir()
     mine[2].write_text("y")
-    with outputs.lock():
-        run = outputs.begin("job-2", overwrite=True)
-        (run.directory / "model").mkdir()
-        outputs.publish(run)
+    publish_a_run(outputs, "job-2", overwrite=True)
     assert all(p.exists() for p in mine)
 
 
