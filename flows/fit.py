@@ -21,7 +21,6 @@ from flows.tasks import (
     publish_report,
     publish_run,
     save_model,
-    score_model,
     start_run,
     write_predictions,
 )
@@ -53,17 +52,15 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
     preflight(job)
     outputs = output_set(job)
     with outputs.lock(job.name), dask_compute(job.compute) as compute:
-        identity = prepare_source(job)
-        run = start_run(job, outputs, identity)
-        preprocessor = fit_preprocessing(job, run, identity)
-        fitted = fit_model(job, run, preprocessor, identity,
-                           Candidate(job.model.n_components, job.model.covariance_type))
-        matching = label_model(job, fitted.model, preprocessor)
-        scores = score_model(job, fitted.model, preprocessor)
-        model_dir = save_model(job, run, fitted.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, run, fitted.model, preprocessor, identity)
-        report = model_report(job, identity, compute, fitted.model, scores, fit=fitted, matching=matching,
-                              preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
+        dataset = prepare_source(job)  # opened once; every stage reads through this handle
+        run = start_run(job, outputs, dataset.identity)
+        dataset = fit_preprocessing(job, run, dataset)  # one pass
+        fitted = fit_model(job, run, dataset, Candidate(job.model.n_components, job.model.covariance_type))
+        matching = label_model(job, fitted.model, dataset)
+        scores, written = write_predictions(job, run, fitted.model, dataset)  # one pass: every sink, the scores
+        model_dir = save_model(job, run, fitted.model, dataset.preprocessor, scores, dataset.identity, matching)
+        report = model_report(job, dataset.identity, compute, fitted.model, scores, fit=fitted, matching=matching,
+                              preprocessor=dataset.preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         files = publish_report(job, run, report)
         publish_run(outputs, run)

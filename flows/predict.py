@@ -18,7 +18,6 @@ from flows.tasks import (
     prepare_source,
     publish_report,
     publish_run,
-    score_model,
     start_run,
     write_predictions,
 )
@@ -43,13 +42,12 @@ def predict_flow(job_path: str, overrides: list[str] | None = None,
     preflight(job)
     outputs = output_set(job)
     with outputs.lock(job.name), dask_compute(job.compute) as compute:
-        identity = prepare_source(job)
-        run = start_run(job, outputs, identity)
         saved = load_saved_model(job.predict.model)
+        dataset = prepare_source(job).with_preprocessor(saved.preprocessor)
+        run = start_run(job, outputs, dataset.identity)
         threshold = anomaly_threshold(saved.training, job.predict.anomaly_quantile)
-        scores = score_model(job, saved.model, saved.preprocessor, threshold=threshold)
-        written = write_predictions(job, run, saved.model, saved.preprocessor, identity, threshold=threshold)
-        report = model_report(job, identity, compute, saved.model, scores, preprocessor=saved.preprocessor,
+        scores, written = write_predictions(job, run, saved.model, dataset, threshold=threshold)  # one pass
+        report = model_report(job, dataset.identity, compute, saved.model, scores, preprocessor=saved.preprocessor,
                               outputs={"model": str(saved.path), "predictions": written}, started=started)
         report.lower_bounds = []  # the saved model's training history is not this run's
         report.anomalies = {"quantile": job.predict.anomaly_quantile, "threshold": threshold,

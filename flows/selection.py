@@ -57,22 +57,22 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
     preflight(job)
     outputs = output_set(job)
     with outputs.lock(job.name), dask_compute(job.compute) as compute:
-        identity = prepare_source(job)
-        run = start_run(job, outputs, identity)
-        preprocessor = fit_preprocessing(job, run, identity)
+        dataset = prepare_source(job)  # opened once; every stage reads through this handle
+        run = start_run(job, outputs, dataset.identity)
+        dataset = fit_preprocessing(job, run, dataset)
         if compute.distributed:
-            futures = [fit_candidate.submit(job, run, preprocessor, identity, c) for c in grid]
+            futures = [fit_candidate.submit(job, run, dataset, c) for c in grid]
             results: list[CandidateResult] = [f.result() for f in futures]
         else:
-            results = [fit_candidate(job, run, preprocessor, identity, c) for c in grid]
+            results = [fit_candidate(job, run, dataset, c) for c in grid]
         table = selection_rows(results, criterion)
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
-        matching = label_model(job, best.fit.model, preprocessor)
-        scores = best.scores.relabelled(matching.order)
-        model_dir = save_model(job, run, best.fit.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, run, best.fit.model, preprocessor, identity)
-        report = model_report(job, identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
-                              preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
+        matching = label_model(job, best.fit.model, dataset)
+        # the best model's scores again, of the relabelled model, from the pass that writes its predictions
+        scores, written = write_predictions(job, run, best.fit.model, dataset)
+        model_dir = save_model(job, run, best.fit.model, dataset.preprocessor, scores, dataset.identity, matching)
+        report = model_report(job, dataset.identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
+                              preprocessor=dataset.preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         report.selection, report.criterion, report.best = table, criterion, best.fit.candidate.label
         files = publish_report(job, run, report)

@@ -5,8 +5,11 @@ and opens what it needs itself; tasks that read or write files retry on transien
 errors (not on a missing file or an existing output). No task caches its inputs
 (``cache_policy=NONE``): hashing arrays and models would cost more than it saves.
 
-The plain functions (``open_data``, ``fingerprint``, ``fit_em``, ``score``) hold the
-logic; the tasks only call them, so they can be tested without Prefect.
+The run's data are opened once (:class:`pipeline.Dataset`, by ``prepare_source``) and the
+handle passed to every stage: preprocessing (one pass), EM (one pass per iteration, and one
+for the initial sample), then one pass that writes every sink and gathers the scores
+(:func:`pipeline.write_results`). The plain functions (``open_dataset``, ``fingerprint``,
+``fit_em``) hold the logic; the tasks only call them, so they can be tested without Prefect.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -33,10 +35,22 @@ import gmm_stream
 from gmm_stream import GaussianMixture, load_model
 from gmm_stream.atomic import disk_full
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
-from pipeline import Preprocessor, make_provenance, make_sink, make_source, model_params, predict_results
-from pipeline.provenance import canonical_json
+from pipeline import (
+    Dataset,
+    Preprocessor,
+    Scores,
+    make_provenance,
+    make_sink,
+    make_source,
+    model_params,
+    predict_results,
+    score_values,
+    scores_from,
+    write_results,
+)
 from pipeline.output_set import OutputSet, Run
-from pipeline.results import Results
+from pipeline.provenance import canonical_json
+from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
 
 from flows import progress
 from flows.config import Job, ModelConfig
@@ -51,10 +65,9 @@ __all__ = [
     "FitResult",
     "Scores",
     "SavedModel",
-    "open_data",
+    "open_dataset",
     "fingerprint",
     "fit_em",
-    "score",
     "anomaly_threshold",
     "output_set",
     "run_fingerprint",
@@ -63,9 +76,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Levels at which the training log-density quantiles are stored beside the model.
-QUANTILE_LEVELS = np.concatenate([[1e-4, 2e-4, 5e-4], np.linspace(0.001, 0.999, 999), [0.9995, 0.9998, 0.9999]])
-_SKETCH_POINTS = 4001
 #: ``n_init`` of every candidate of the ``select`` flow unless the job sets ``model.n_init``.
 SELECT_N_INIT = 3
 TRAINING_FILE = "training.json"
@@ -120,43 +130,6 @@ class FitResult:
 
 
 @dataclass
-class Scores:
-    """One pass over the (preprocessed) data with a fitted model.
-
-    ``bic = -2 L + p ln n`` and ``aic = -2 L + 2 p`` (scikit-learn's, on the usable rows);
-    ``icl = bic + 2 E`` with the entropy of the responsibilities
-    ``E = -sum_i sum_k r_ik ln r_ik >= 0`` (Biernacki et al. 2000). Lower is better for all three.
-    """
-
-    n_rows: int
-    n_empty: int
-    loglik: float
-    n_parameters: int
-    bic: float
-    aic: float
-    icl: float
-    entropy: float
-    sizes: list[int]
-    quantile_levels: list[float] = field(repr=False)
-    quantiles: list[float] = field(repr=False)
-    sample_X: np.ndarray = field(repr=False)
-    sample_labels: np.ndarray = field(repr=False)
-    n_anomalies: int | None = None
-    threshold: float | None = None
-    sample_index: np.ndarray | None = field(default=None, repr=False)  # rows of sample_X in the data
-
-    def criterion(self, name: str) -> float:
-        return float(getattr(self, name))
-
-    def relabelled(self, order: list[int]) -> Scores:
-        """The same scores after the components were put in ``order`` (``order[j]`` becomes ``j``)."""
-        new_label = np.empty(len(order), dtype=np.int64)
-        new_label[np.asarray(order)] = np.arange(len(order))
-        labels = np.where(self.sample_labels >= 0, new_label[np.clip(self.sample_labels, 0, None)], -1)
-        return replace(self, sizes=[self.sizes[i] for i in order], sample_labels=labels)
-
-
-@dataclass
 class SavedModel:
     """A model directory as the fit and select flows write it."""
 
@@ -166,14 +139,9 @@ class SavedModel:
     training: dict[str, Any]
 
 
-def open_data(job: Job) -> xr.DataArray:
-    """The job's source, opened lazily as a ``(sample, feature)`` DataArray."""
-    return make_source(job.source.format, job.source.path, **job.source.source_options()).open()
-
-
-def source_identity(job: Job) -> dict[str, Any]:
-    """Identity of the input (path, selection, shape, dtype, mtime) for provenance."""
-    return make_source(job.source.format, job.source.path, **job.source.source_options()).identity()
+def open_dataset(job: Job) -> Dataset:
+    """The job's source, opened once (lazily) with its identity: the run's one data handle."""
+    return Dataset.open(make_source(job.source.format, job.source.path, **job.source.source_options()))
 
 
 def fingerprint(*parts: Any) -> str:
@@ -269,82 +237,9 @@ def fit_em(job: Job, Z: xr.DataArray, candidate: Candidate, fp: str, checkpoint_
     return FitResult(candidate, model, resumed_from, time.perf_counter() - start)
 
 
-def _sketch(block: np.ndarray) -> np.ndarray:
-    """Evenly spaced order statistics of the finite values of a block, and their weights.
-
-    Returns an array of length ``2 * _SKETCH_POINTS``: the values (NaN-padded), then their
-    weights (zero-padded); each value stands for ``weight`` rows of the block.
-    """
-    values = np.sort(block[~np.isnan(block)])
-    n = values.size
-    out = np.full(2 * _SKETCH_POINTS, np.nan)
-    out[_SKETCH_POINTS:] = 0.0
-    if n <= _SKETCH_POINTS:
-        out[:n], out[_SKETCH_POINTS:_SKETCH_POINTS + n] = values, 1.0
-    else:
-        idx = np.linspace(0, n - 1, _SKETCH_POINTS).round().astype(np.intp)
-        out[:_SKETCH_POINTS], out[_SKETCH_POINTS:] = values[idx], n / _SKETCH_POINTS
-    return out
-
-
-def merge_quantiles(sketches: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Quantiles at ``levels`` from concatenated per-chunk sketches (exact when a chunk has <= 4001 values)."""
-    parts = np.asarray(sketches, dtype=np.float64).reshape(-1, 2, _SKETCH_POINTS)
-    values, weights = parts[:, 0].ravel(), parts[:, 1].ravel()
-    keep = weights > 0
-    values, weights = values[keep], weights[keep]
-    if values.size == 0:
-        return np.full(levels.shape, np.nan)
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], weights[order]
-    cum = (np.cumsum(weights) - 0.5 * weights) / weights.sum()  # mid-rank plotting positions
-    return np.interp(levels, cum, values)
-
-
-def score(model: GaussianMixture, Z: xr.DataArray, *, max_points: int = 5000, threshold: float | None = None,
-          seed: int = 0) -> Scores:
-    """Sizes, log-likelihood, BIC, AIC, ICL, log-density quantiles and a plot sample, in one pass."""
-    res: Results = predict_results(model, Z)
-    k = model.n_components
-    logd = res.logdens
-    proba = res.proba.astype(np.float64)
-    plogp = da.where(proba > 0, proba * da.log(da.where(proba > 0, proba, 1.0)), 0.0)
-    n = res.n_samples
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
-    data = Z.data if isinstance(Z, xr.DataArray) else Z
-    lazy = {
-        "counts": da.bincount(res.labels + 1, minlength=k + 1),
-        "loglik": da.nansum(logd),
-        "n_rows": da.sum(~da.isnan(logd)),
-        "plogp": da.nansum(plogp),
-        "sketches": logd.map_blocks(_sketch, dtype=np.float64,
-                                    chunks=((2 * _SKETCH_POINTS,) * logd.numblocks[0],)),
-        "sample_X": data[idx],
-        "sample_labels": res.labels[idx],
-    }
-    if threshold is not None:
-        lazy["n_anomalies"] = da.sum(logd < threshold)
-    (out,) = dask.compute(lazy)
-    n_rows, loglik = int(out["n_rows"]), float(out["loglik"])
-    p = model.params_.n_parameters()
-    entropy = -float(out["plogp"])
-    bic = -2.0 * loglik + p * np.log(n_rows)
-    quantiles = merge_quantiles(out["sketches"], QUANTILE_LEVELS)
-    return Scores(
-        n_rows=n_rows, n_empty=int(out["counts"][0]), loglik=loglik, n_parameters=p,
-        bic=float(bic), aic=float(-2.0 * loglik + 2 * p), icl=float(bic + 2.0 * entropy), entropy=entropy,
-        sizes=[int(c) for c in out["counts"][1:]],
-        quantile_levels=QUANTILE_LEVELS.tolist(), quantiles=quantiles.tolist(),
-        sample_X=np.asarray(out["sample_X"]), sample_labels=np.asarray(out["sample_labels"]),
-        n_anomalies=None if threshold is None else int(out["n_anomalies"]), threshold=threshold,
-        sample_index=idx,
-    )
-
-
 def anomaly_threshold(training: dict[str, Any], quantile: float) -> float:
     """The training log-density at ``quantile`` (interpolated in the stored quantile table)."""
-    table = training["logdens_quantiles"]
-    return float(np.interp(quantile, table["levels"], table["values"]))
+    return quantile_at(training["logdens_quantiles"], quantile)
 
 
 # ------------------------------------------------------------------------------- tasks
@@ -362,11 +257,11 @@ def load_job_task(job_path: str, overrides: list[str], working_directory: str | 
 
 
 @task(name="prepare-source", **IO)
-def prepare_source(job: Job) -> dict[str, Any]:
-    """Generate the synthetic data if the job asks for it; return the input's identity."""
+def prepare_source(job: Job) -> Dataset:
+    """Generate the synthetic data if the job asks for it; open the source once for the run."""
     if ensure_synthetic(job):
         logger.info("generated synthetic data at %s", job.source.path)
-    return source_identity(job)
+    return open_dataset(job)
 
 
 def run_fingerprint(job: Job, identity: dict[str, Any]) -> str:
@@ -391,17 +286,17 @@ def publish_run(outputs: OutputSet, run: Run) -> str:
 
 
 @task(name="fit-preprocessing", cache_policy=NONE)
-def fit_preprocessing(job: Job, run: Run, identity: dict[str, Any]) -> Preprocessor:
-    """Fit the preprocessing steps out of core (resumed from a checkpoint when there is one)."""
-    return fit_preprocessor(job, open_data(job), job_fingerprint(job, identity), run.checkpoint_dir)
+def fit_preprocessing(job: Job, run: Run, dataset: Dataset) -> Dataset:
+    """Fit the preprocessing steps in one pass (resumed from a checkpoint when there is one);
+    return the dataset seen through them."""
+    pre = fit_preprocessor(job, dataset.data, job_fingerprint(job, dataset.identity), run.checkpoint_dir)
+    return dataset.with_preprocessor(pre)
 
 
 @task(name="fit-model", cache_policy=NONE)
-def fit_model(job: Job, run: Run, preprocessor: Preprocessor, identity: dict[str, Any],
-              candidate: Candidate) -> FitResult:
+def fit_model(job: Job, run: Run, dataset: Dataset, candidate: Candidate) -> FitResult:
     """Initialise and run EM on the preprocessed data, with per-iteration checkpoints."""
-    Z = preprocessor.transform(open_data(job))
-    return fit_em(job, Z, candidate, job_fingerprint(job, identity), run.checkpoint_dir)
+    return fit_em(job, dataset.model_input, candidate, job_fingerprint(job, dataset.identity), run.checkpoint_dir)
 
 
 @dataclass
@@ -413,20 +308,12 @@ class CandidateResult:
 
 
 @task(name="fit-candidate", cache_policy=NONE)
-def fit_candidate(job: Job, run: Run, preprocessor: Preprocessor, identity: dict[str, Any],
-                  candidate: Candidate) -> CandidateResult:
+def fit_candidate(job: Job, run: Run, dataset: Dataset, candidate: Candidate) -> CandidateResult:
     """Fit one candidate of the grid and score it (BIC, AIC, ICL) in one more pass."""
-    Z = preprocessor.transform(open_data(job))
-    fit = fit_em(job, Z, candidate, job_fingerprint(job, identity), run.checkpoint_dir)
-    return CandidateResult(fit, score(fit.model, Z, max_points=job.report.max_plot_points))
-
-
-@task(name="score-model", cache_policy=NONE)
-def score_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor,
-                threshold: float | None = None) -> Scores:
-    """One pass: component sizes, BIC/AIC/ICL, log-density quantiles, anomalies, plot sample."""
-    Z = preprocessor.transform(open_data(job))
-    return score(model, Z, max_points=job.report.max_plot_points, threshold=threshold)
+    fit = fit_em(job, dataset.model_input, candidate, job_fingerprint(job, dataset.identity), run.checkpoint_dir)
+    results = predict_results(fit.model, dataset.model_input)
+    return CandidateResult(fit, score(results, dataset.model_input, fit.model.params_.n_parameters(),
+                                      max_points=job.report.max_plot_points))
 
 
 def _reference_model(job: Job) -> tuple[GaussianMixture | None, str | None]:
@@ -485,7 +372,7 @@ def overlap_with_previous(job: Job, model: GaussianMixture, Z: xr.DataArray) -> 
 
 
 @task(name="label-components", **IO)
-def label_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor) -> LabelMatching:
+def label_model(job: Job, model: GaussianMixture, dataset: Dataset) -> LabelMatching:
     """Put the components in canonical order, or match them to the reference model (in place).
 
     With ``labels.reference: previous`` and sample ids shared with the published run's
@@ -495,7 +382,7 @@ def label_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor) ->
     reference, name = _reference_model(job)
     overlap = None
     if reference is not None:
-        overlap = overlap_with_previous(job, model, preprocessor.transform(open_data(job)))
+        overlap = overlap_with_previous(job, model, dataset.model_input)
     return label_components(model, order=job.labels.order, reference=reference, reference_name=name,
                             distance=job.labels.distance, overlap=overlap)
 
@@ -546,82 +433,43 @@ def load_saved_model(path: str) -> SavedModel:
     return SavedModel(directory, load_model(directory), Preprocessor.load(directory), training)
 
 
-def _write_anomaly_part(path: Path, ids: np.ndarray, logdens: np.ndarray, threshold: float,
-                        metadata: dict[bytes, bytes]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    ids = np.asarray(ids)
-    table = pa.table({
-        "sample_id": pa.array(ids.tolist() if ids.dtype.kind in "OUST" else ids),
-        "logdens": pa.array(logdens, type=pa.float64()),
-        "anomaly": pa.array(logdens < threshold, type=pa.bool_()),
-    }).replace_schema_metadata(metadata)
-    pq.write_table(table, path)
-    return len(logdens)
-
-
-def write_anomalies(path: Path, results: Results, threshold: float, quantile: float,
-                    provenance: dict[str, Any], overwrite: bool) -> Path:
-    """Anomaly flags as a Parquet dataset (``sample_id``, ``logdens``, ``anomaly``), one file per chunk.
-
-    A row is an anomaly when its log-density is below ``threshold`` (the training
-    log-density at ``quantile``); a row with no observed value (NaN) is not flagged.
-
-    .. note:: An adapter: the pipeline's sinks write labels, probabilities and
-       log-densities, but have no place for extra per-row columns yet.
-    """
-    from gmm_stream.atomic import atomic_output
-
-    stamp = {"encoding-type": "gmm_stream_anomalies", "encoding-version": "0.1.0", "threshold": threshold,
-             "quantile": quantile, "provenance": provenance}
-    metadata = {b"gmm_stream": canonical_json(stamp).encode()}
-    aligned = results.aligned()
-    with atomic_output(path, overwrite=overwrite) as tmp, dask.config.set(scheduler="threads"):
-        tmp.mkdir()
-        parts = [dask.delayed(_write_anomaly_part)(tmp / f"part-{i:05d}.parquet", ids, logd, threshold, metadata)
-                 for i, (ids, logd) in enumerate(zip(aligned.ids_or_row_numbers().to_delayed().ravel(),
-                                                     aligned.logdens.to_delayed().ravel()))]
-        dask.compute(*parts)
-    return path
-
-
 @task(name="write-predictions", **IO)
-def write_predictions(job: Job, run: Run, model: GaussianMixture, preprocessor: Preprocessor,
-                      identity: dict[str, Any], threshold: float | None = None) -> list[str]:
-    """Write labels, probabilities and log-densities to every sink (and anomaly flags for predict).
+def write_predictions(job: Job, run: Run, model: GaussianMixture, dataset: Dataset,
+                      threshold: float | None = None) -> tuple[Scores, list[str]]:
+    """Predictions and scores in one pass: every sink (and, for predict, the anomaly flags)
+    written from the same E-step of each chunk, and the scores the report needs.
 
     Each output goes into the run directory; a resumed run keeps the ones an interrupted
-    attempt finished (each was written atomically, so an existing one is complete).
-    Returns the paths where they are published.
+    attempt finished (each was written atomically, so an existing one is complete). On a
+    ``distributed`` cluster the workers write their chunks. Returns the scores and the
+    paths where the outputs are published.
     """
-    Z = preprocessor.transform(open_data(job))
-    results = predict_results(model, Z)
+    results = predict_results(model, dataset.model_input, anomaly_threshold=threshold)
     settings = job.settings()
-    provenance = make_provenance(settings, identity)
-    params = model_params(model)
-    written = []
-    for sink in job.output.sinks:
-        written.append(sink.path)
-        target = run.path(sink.path)
-        if target.exists():
-            logger.info("%s: written by the interrupted attempt of this run; kept", sink.path)
-            continue
-        options: dict[str, Any] = {"overwrite": False}
-        if sink.format == "anndata":
-            options.update(input_path=job.source.path, key_added=job.output.key_added)
-        elif sink.format == "parquet":
-            options.update(id_column=sink.id_column, compression=sink.compression)
-        else:
-            options.update(zarr_format=sink.zarr_format)
-        make_sink(sink.format, target, **options).write(
-            results, provenance=provenance, settings=_without_none(settings), params=params)
+    targets = [(sink.path, sink.format, sink_options(job, sink)) for sink in job.output.sinks]
     if threshold is not None and job.predict is not None:
-        written.append(job.predict.anomalies)
-        target = run.path(job.predict.anomalies)
-        if not target.exists():
-            write_anomalies(target, results, threshold, job.predict.anomaly_quantile, provenance, False)
-    return written
+        targets.append((job.predict.anomalies, "parquet", {}))
+    sinks, written = [], []
+    for path, kind, options in targets:
+        written.append(path)
+        target = run.path(path)
+        if target.exists():
+            logger.info("%s: written by the interrupted attempt of this run; kept", path)
+            continue
+        sinks.append(make_sink(kind, target, overwrite=False, **options))
+    values = score_values(results, dataset.model_input, max_points=job.report.max_plot_points)
+    (computed,) = write_results(sinks, results, provenance=make_provenance(settings, dataset.identity),
+                                settings=_without_none(settings), params=model_params(model), values=[values])
+    return scores_from(computed, model.params_.n_parameters(), threshold), written
+
+
+def sink_options(job: Job, sink: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`pipeline.make_sink` for one of the job's sinks."""
+    if sink.format == "anndata":
+        return {"input_path": job.source.path, "key_added": job.output.key_added}
+    if sink.format == "parquet":
+        return {"id_column": sink.id_column, "compression": sink.compression}
+    return {"zarr_format": sink.zarr_format}
 
 
 def _without_none(value: Any) -> Any:

@@ -6,6 +6,7 @@
 ``+``) and :func:`m_step`.
 """
 
+from . import _criteria as criteria
 from ._params import GaussianParams
 from ._persist import load_model, load_state, save_state
 from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step, posterior
@@ -18,6 +19,7 @@ __all__ = [
     "GaussianParams",
     "SufficientStats",
     "chunk_statistics",
+    "criteria",
     "estimate_weighted_log_prob",
     "load_model",
     "load_state",

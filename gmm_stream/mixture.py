@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import _dask
+from . import _criteria, _dask
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._params import (
@@ -821,12 +821,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def bic(self, X):
         """Bayesian information criterion on ``X`` (usable rows only)."""
         mean, count = self._score_parts(X)
-        return -2.0 * mean * count + self._params.n_parameters() * np.log(count)
+        return _criteria.bic(mean * count, count, self._params.n_parameters())
 
     def aic(self, X):
         """Akaike information criterion on ``X`` (usable rows only)."""
         mean, count = self._score_parts(X)
-        return -2.0 * mean * count + 2 * self._params.n_parameters()
+        return _criteria.aic(mean * count, self._params.n_parameters())
 
     def _n_parameters(self) -> int:
         return self._fitted().n_parameters()

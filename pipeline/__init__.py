@@ -6,16 +6,21 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.sources` -- Zarr, Parquet and AnnData as ``(sample, feature)`` DataArrays;
 - :mod:`pipeline.preprocess` -- ``log1p``, standardisation and PCA fitted out of core;
 - :mod:`pipeline.results` -- lazy labels / probabilities / log-densities of a model;
-- :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped;
+- :mod:`pipeline.dataset` -- one run's data: the source opened once, and its preprocessing;
+- :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped, all
+  written from one pass (:func:`~pipeline.sinks.write_results`), by the workers on a cluster;
+- :mod:`pipeline.scoring` -- sizes, BIC/AIC/ICL, log-density quantiles, from that same pass;
 - :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
 """
 
 from __future__ import annotations
 
+from pipeline.dataset import Dataset
 from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
 from pipeline.provenance import make_provenance
 from pipeline.results import Results, model_params, predict_results
-from pipeline.sinks import AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
+from pipeline.scoring import Scores, score_values, scores_from
+from pipeline.sinks import AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink, write_results
 from pipeline.sources import AnnDataSource, IntegerColumnWarning, ParquetSource, Source, ZarrSource, make_source, open_source
 
 __all__ = [
@@ -38,5 +43,10 @@ __all__ = [
     "ParquetSink",
     "AnnDataSink",
     "make_sink",
+    "write_results",
+    "Dataset",
+    "Scores",
+    "score_values",
+    "scores_from",
     "make_provenance",
 ]

@@ -19,11 +19,19 @@ standardize
 pca
     Projection on the first ``n_components`` principal axes of the training data.
     NaN rule: a missing entry is replaced by its feature's mean (0 after centring)
-    before fitting and before projecting, so the PCA output has no NaN. The axes come
-    from a randomised SVD (Halko et al. 2011, subspace iteration on ``Zc^T Zc``): each
-    product with ``Zc^T Zc`` is one Dask pass over the row chunks; when
-    ``n_components + n_oversamples >= n_features`` the SVD is exact. Signs follow
+    before fitting and before projecting, so the PCA output has no NaN. Up to
+    :data:`GRAM_MAX_FEATURES` (2048) features the PCA is exact: the centred
+    cross-product ``Zc^T Zc`` (d x d) is gathered in the same pass as the moments (per
+    pair of features, over the rows where both are observed, merged by Chan et al.'s
+    pairwise update, centred afterwards) and its eigen-decomposition gives the axes.
+    Above that, the axes come from a randomised SVD (Halko et al. 2011, subspace
+    iteration on ``Zc^T Zc``, ``n_power_iter + 2`` more passes). Signs follow
     scikit-learn (largest-magnitude loading of each axis positive).
+
+Passes
+------
+:meth:`Preprocessor.fit` reads the data once, whatever the steps (up to
+:data:`GRAM_MAX_FEATURES` features).
 """
 
 from __future__ import annotations
@@ -141,6 +149,105 @@ def gram_times(X: da.Array, mean: np.ndarray, basis: np.ndarray | None) -> np.nd
     blocks = X.to_delayed().ravel()
     parts = _compute([dask.delayed(_block_gram_times)(b, mean, basis) for b in blocks])
     return np.sum(parts, axis=0)
+
+
+# -- one pass: moments and the cross-products together -----------------------------------
+#: PCA is exact from the d x d cross-product, gathered in the same pass as the
+#: standardisation moments, up to this many features; above it (a d x d matrix of more
+#: than 32 MiB per partial result) the axes come from the randomised subspace iteration.
+GRAM_MAX_FEATURES = 2048
+
+
+class _PairMoments:
+    """Mergeable NaN-aware moments of every pair of features of some rows.
+
+    For features ``i, j`` over the rows where both are observed: ``count[i, j]``, the
+    mean of feature ``i`` there (``mean[i, j]``; ``mean[j, i]`` is feature ``j``'s) and
+    the co-moment ``comoment[i, j] = sum (x_i - mean[i, j]) (x_j - mean[j, i])``. The
+    diagonal holds each feature's count, mean and sum of squared deviations. Blocks
+    without a missing value are held compactly (one count, one mean per feature). Two
+    summaries merge exactly by Chan et al.'s pairwise update, element by element, so no
+    sum of raw squares is ever formed (no cancellation when means are large).
+    """
+
+    __slots__ = ("count", "mean", "comoment")
+
+    def __init__(self, count: np.ndarray | float, mean: np.ndarray, comoment: np.ndarray) -> None:
+        self.count, self.mean, self.comoment = count, mean, comoment
+
+    @property
+    def complete(self) -> bool:
+        return np.ndim(self.count) == 0
+
+    @classmethod
+    def of_block(cls, block: np.ndarray) -> _PairMoments:
+        x = np.asarray(block, dtype=np.float64)
+        missing = np.isnan(x)
+        if not missing.any():
+            shift = x.mean(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+            u = x - shift
+            return cls(float(x.shape[0]), shift, u.T @ u)
+        observed = (~missing).astype(np.float64)
+        n_col = observed.sum(axis=0)
+        shift = np.divide(np.where(missing, 0.0, x).sum(axis=0), n_col, out=np.zeros(x.shape[1]), where=n_col > 0)
+        u = x - shift
+        u[missing] = 0.0
+        count = observed.T @ observed
+        shifted_mean = np.divide(u.T @ observed, count, out=np.zeros_like(count), where=count > 0)
+        comoment = u.T @ u - count * shifted_mean * shifted_mean.T
+        return cls(count, shifted_mean + shift[:, None], comoment)
+
+    def full(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(count, mean)`` as (d, d) matrices."""
+        d = self.comoment.shape[0]
+        if self.complete:
+            return np.full((d, d), self.count), np.broadcast_to(self.mean[:, None], (d, d))
+        return self.count, self.mean
+
+    def __add__(self, other: _PairMoments) -> _PairMoments:
+        if self.complete and other.complete:
+            n = self.count + other.count
+            if n == 0:
+                return self
+            delta = other.mean - self.mean
+            frac = other.count / n
+            return _PairMoments(n, self.mean + delta * frac,
+                                self.comoment + other.comoment + np.outer(delta, delta) * self.count * frac)
+        (na, ma), (nb, mb) = self.full(), other.full()
+        n = na + nb
+        delta = mb - ma
+        frac = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
+        return _PairMoments(n, ma + delta * frac, self.comoment + other.comoment + delta * delta.T * na * frac)
+
+    def column_moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-feature count, mean and sum of squared deviations (the diagonal)."""
+        count, mean = self.full()
+        return np.diag(count).copy(), np.diag(mean).copy(), np.diag(self.comoment).copy()
+
+    def centred_gram(self, centre: np.ndarray) -> np.ndarray:
+        """``Zc^T Zc`` with ``Zc = X - centre`` and every missing entry of ``Zc`` set to 0."""
+        if self.complete:
+            delta = self.mean - centre
+            return self.comoment + self.count * np.outer(delta, delta)
+        offset = self.mean - centre[:, None]  # offset[i, j]: mean of x_i where j is observed, minus centre_i
+        return self.comoment + self.count * offset * offset.T
+
+
+def _moments(pairs: _PairMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-feature count, mean and population variance, as :func:`column_moments` returns them."""
+    count, mean, m2 = pairs.column_moments()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2 / count
+    return count, np.where(count > 0, mean, np.nan), var
+
+
+def pair_moments(X: da.Array) -> _PairMoments:
+    """One pass over the row chunks of ``X``: the :class:`_PairMoments` of all its rows."""
+    parts = _compute([dask.delayed(_PairMoments.of_block)(b) for b in X.to_delayed().ravel()])
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 # -- overflow to inf -------------------------------------------------------------------
@@ -319,7 +426,11 @@ class Standardize(Step):
     _fitted_arrays = ("mean", "scale", "var", "n_samples_seen")
 
     def fit(self, X: da.Array) -> Standardize:
-        count, mean, var = column_moments(X)
+        return self._fit_moments(X, *column_moments(X))
+
+    def _fit_moments(self, X: da.Array, count: np.ndarray, mean: np.ndarray, var: np.ndarray) -> Standardize:
+        """Fit from the NaN-aware moments of ``X`` (:func:`column_moments`); ``X`` is read
+        again only on the error path, to describe a non-finite statistic."""
         bad = np.flatnonzero((count > 0) & ~(np.isfinite(mean) & np.isfinite(var)))
         if bad.size:  # infinite values in the input, or moments that overflowed
             quantity = "the sum of squares" if np.all(np.isfinite(mean[bad])) else "the sum"
@@ -428,27 +539,63 @@ class PCA(Step):
         return {"n_components": self.n_components, "n_oversamples": self.n_oversamples,
                 "n_power_iter": self.n_power_iter, "random_state": self.random_state}
 
-    def fit(self, X: da.Array) -> PCA:
-        n_samples, n_features = X.shape
+    def _check_size(self, shape: tuple[int, ...]) -> None:
+        n_samples, n_features = shape
         if self.n_components > min(n_samples, n_features):
             raise PreprocessingError(
                 f"pca n_components={self.n_components} exceeds min(n_samples, n_features) = "
                 f"{min(n_samples, n_features)}; choose fewer components"
             )
+
+    def fit(self, X: da.Array) -> PCA:
+        """Fit on ``X``: one pass (moments and cross-products together) up to
+        :data:`GRAM_MAX_FEATURES` features, else ``n_power_iter + 3`` passes."""
+        self._check_size(X.shape)
+        if X.shape[1] <= GRAM_MAX_FEATURES:
+            return self._fit_pairs(X, pair_moments(X))
         count, mean, _ = column_moments(X)
+        return self._fit_randomized(X, self._checked_mean(X, count, mean))
+
+    def _checked_mean(self, X: da.Array, count: np.ndarray, mean: np.ndarray) -> np.ndarray:
         bad = np.flatnonzero((count > 0) & ~np.isfinite(mean))
         if bad.size:  # infinite values in the input, or sums that overflowed
             _raise_not_finite(X, bad, self.name, "the sum", getattr(self, "_feature_names", None),
                               "add standardize (and log1p) before pca")
-        self.mean_ = np.where(count > 0, mean, 0.0)
+        return np.where(count > 0, mean, 0.0)
+
+    def _fit_pairs(self, X: da.Array, pairs: _PairMoments, standardize: Standardize | None = None) -> PCA:
+        """Exact PCA from the pair moments of the data before ``standardize`` (fitted), if any.
+
+        The PCA sees ``Z = (Y - a) / s`` (``a = s = 1`` without standardize): its mean
+        is ``(mean_Y - a) / s`` and its centred cross-product is the one of ``Y``, centred
+        at the same point, divided by ``s_i s_j``; no further pass is needed.
+        """
+        count, mean, _ = _moments(pairs)
+        offset = np.zeros_like(mean) if standardize is None else standardize.mean_
+        scale = np.ones_like(mean) if standardize is None else standardize.scale_
+        Z = X if standardize is None else standardize.transform(X)  # read only on the error path
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.mean_ = self._checked_mean(Z, count, (mean - offset) / scale)
+            gram = pairs.centred_gram(offset + scale * self.mean_) / np.outer(scale, scale)
+        self._check_product(Z, gram)
+        self._from_gram(gram, np.eye(X.shape[1]), gram, X.shape[0])
+        return self
+
+    def _fit_randomized(self, X: da.Array, mean: np.ndarray) -> PCA:
+        """Randomised subspace iteration: ``n_power_iter + 2`` passes over ``X`` (mean known)."""
+        self.mean_ = mean
         basis, gram_basis = self._range(X)
-        evals, vecs = np.linalg.eigh(basis.T @ gram_basis)  # small (c, c) problem
+        self._from_gram(basis.T @ gram_basis, basis, gram_basis, X.shape[0])
+        return self
+
+    def _from_gram(self, small: np.ndarray, basis: np.ndarray, gram_basis: np.ndarray, n_samples: int) -> None:
+        """Axes from the eigen-decomposition of ``basis^T Zc^T Zc basis`` (small, symmetric)."""
+        evals, vecs = np.linalg.eigh(small)
         order = np.argsort(evals)[::-1][: self.n_components]
         evals = np.clip(evals[order], 0.0, None)
         self.components_ = _flip_signs((basis @ vecs[:, order]).T)
         self.explained_variance_ = evals / max(n_samples - 1, 1)
         self.singular_values_ = np.sqrt(evals)
-        return self
 
     def _range(self, X: da.Array) -> tuple[np.ndarray, np.ndarray]:
         """An orthonormal basis Q (d, c) of the dominant subspace and ``Zc^T Zc @ Q``."""
@@ -466,11 +613,14 @@ class PCA(Step):
     def _gram_times(self, X: da.Array, basis: np.ndarray | None) -> np.ndarray:
         """:func:`gram_times`, checked finite (row ``j`` of the product belongs to feature ``j``)."""
         product = gram_times(X, self.mean_, basis)
+        self._check_product(X, product)
+        return product
+
+    def _check_product(self, X: da.Array, product: np.ndarray) -> None:
         bad = np.flatnonzero(~np.all(np.isfinite(product), axis=1))
         if bad.size:
             _raise_not_finite(X, bad, self.name, "the cross-products", getattr(self, "_feature_names", None),
                               "add standardize (and log1p) before pca")
-        return product
 
     def transform(self, X: da.Array) -> da.Array:
         self._check_fitted()
@@ -569,8 +719,9 @@ class Preprocessor:
         Parameters
         ----------
         X : DataArray, dask array or ndarray of shape (n_samples, n_features)
-            Read once per pass: standardize takes one pass, pca ``n_power_iter + 3``
-            (``2`` when exact).
+            Read once: the standardisation moments and the PCA cross-products are
+            gathered in the same pass. Only a PCA of more than
+            :data:`GRAM_MAX_FEATURES` features reads it ``n_power_iter + 2`` more times.
 
         Returns
         -------
@@ -580,10 +731,29 @@ class Preprocessor:
         self.n_features_in_ = int(data.shape[1])
         self.feature_names_in_ = _feature_names(X)
         self._name_features()
-        for step in self.steps:
-            logger.info("fitting preprocessing step %r on %s rows", step, data.shape[0])
-            step.fit(data)
-            data = step.transform(data)
+        steps = {step.name: step for step in self.steps}
+        if "log1p" in steps:
+            data = steps["log1p"].transform(data)
+        standardize = steps.get("standardize")
+        pca = steps.get("pca")
+        if pca is not None:
+            pca._check_size(data.shape)
+        if pca is not None and data.shape[1] <= GRAM_MAX_FEATURES:
+            logger.info("fitting %s on %s rows in one pass", self, data.shape[0])
+            pairs = pair_moments(data)  # standardisation moments and PCA cross-products together
+            if standardize is not None:
+                standardize._fit_moments(data, *_moments(pairs))
+            pca._fit_pairs(data, pairs, standardize)
+        elif standardize is not None or pca is not None:
+            logger.info("fitting %s on %s rows", self, data.shape[0])
+            count, mean, var = column_moments(data)
+            if standardize is not None:
+                standardize._fit_moments(data, count, mean, var)
+            if pca is not None:
+                if standardize is None:
+                    pca._fit_randomized(data, pca._checked_mean(data, count, mean))
+                else:  # the standardised data have mean 0 wherever a feature is observed
+                    pca._fit_randomized(standardize.transform(data), np.zeros(data.shape[1]))
         return self
 
     def _name_features(self) -> None:

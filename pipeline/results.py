@@ -71,6 +71,9 @@ class Results:
         Log-density of each row under the mixture (the anomaly score: low is unusual).
     sample_ids : dask array of shape (n_samples,), optional
         Ids of the rows; ``None`` means row numbers ``0 .. n_samples-1``.
+    anomaly_threshold : float, optional
+        When given, every sink also writes the boolean ``anomaly`` column: the rows whose
+        log-density is below it (a row with no observed value is not flagged).
 
     NumPy inputs are wrapped into Dask arrays; dtypes are cast lazily. Use
     :meth:`aligned` to get every array on the same regular row chunks.
@@ -80,6 +83,7 @@ class Results:
     proba: da.Array
     logdens: da.Array
     sample_ids: da.Array | None = None
+    anomaly_threshold: float | None = None
 
     def __post_init__(self) -> None:
         shapes = [tuple(np.shape(a)) for a in (self.labels, self.proba, self.logdens)]
@@ -120,6 +124,13 @@ class Results:
             sample_ids=None if self.sample_ids is None else self.sample_ids.rechunk((chunks,)),
         )
 
+    @property
+    def anomaly(self) -> da.Array | None:
+        """``logdens < anomaly_threshold`` (bool, False where the log-density is NaN), or None."""
+        if self.anomaly_threshold is None:
+            return None
+        return self.logdens < self.anomaly_threshold
+
     def ids_or_row_numbers(self) -> da.Array:
         """The sample ids, or row numbers (int64) when there are none."""
         if self.sample_ids is not None:
@@ -158,7 +169,8 @@ def _check_features(model: Any, X: Any, n_features: int) -> None:
             )
 
 
-def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray) -> Results:
+def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray, *,
+                    anomaly_threshold: float | None = None) -> Results:
     """Lazy :class:`Results` of a fitted mixture on ``X``: one E-step per row chunk.
 
     Each block goes once through :func:`gmm_stream.estimate_weighted_log_prob`, from
@@ -172,6 +184,8 @@ def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray) -> Resu
     model : fitted ``gmm_stream.GaussianMixture`` (or scikit-learn's)
     X : DataArray, dask array or ndarray of shape (n_samples, n_features)
         Already preprocessed as the model expects.
+    anomaly_threshold : float, optional
+        Flag the rows whose log-density is below it (:attr:`Results.anomaly`).
     """
     ids = None
     if isinstance(X, xr.DataArray):
@@ -188,7 +202,8 @@ def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray) -> Resu
     packed = data.map_blocks(_predict_block, dask.delayed(params, traverse=False), dtype=np.float64,
                              chunks=(data.chunks[0], (k + 2,)), meta=np.empty((0, 0)))
     return Results(labels=packed[:, k + 1], proba=packed[:, :k], logdens=packed[:, k],
-                   sample_ids=None if ids is None else _lazy(ids, data.chunks[0]))
+                   sample_ids=None if ids is None else _lazy(ids, data.chunks[0]),
+                   anomaly_threshold=anomaly_threshold)
 
 
 def model_params(model: Any) -> dict[str, Any]:

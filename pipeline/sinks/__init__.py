@@ -12,11 +12,12 @@ from typing import Any
 from pipeline.exceptions import SinkError
 from pipeline.sinks._atomic import atomic_output
 from pipeline.sinks.anndata_sink import AnnDataSink
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Sink, write_results
 from pipeline.sinks.parquet_sink import METADATA_KEY, ParquetSink
 from pipeline.sinks.zarr_sink import ZarrSink
 
-__all__ = ["Sink", "ZarrSink", "ParquetSink", "AnnDataSink", "SINKS", "METADATA_KEY", "make_sink", "atomic_output"]
+__all__ = ["Sink", "ZarrSink", "ParquetSink", "AnnDataSink", "SINKS", "METADATA_KEY", "make_sink", "atomic_output",
+           "write_results"]
 
 #: Registry of sink kinds: name -> Sink subclass.
 SINKS: dict[str, type[Sink]] = {cls.kind: cls for cls in (ZarrSink, ParquetSink, AnnDataSink)}

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,9 @@ from pipeline._paths import input_paths
 from pipeline.exceptions import SinkError, SourceNotFoundError
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
-from pipeline.sinks.base import Sink, str_block
+from pipeline.sinks._atomic import remove_path
+from pipeline.sinks.base import Plan, Sink, WriteContext, str_block
+from pipeline.sinks.zarr_sink import row_writes
 from pipeline.sources.anndata_source import anndata_format, is_legacy_h5ad
 
 __all__ = ["AnnDataSink"]
@@ -120,63 +123,141 @@ class AnnDataSink(Sink):
             raise SinkError(f"key_added must be a non-empty name without '/', got {key_added!r}")
         self.key_added = key_added
 
-    def write(self, results: Results, *, provenance: Mapping[str, Any],
-              settings: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> Path:
+    def _check(self, provenance: Mapping[str, Any]) -> None:
         if not self.input_path.exists():
             raise SourceNotFoundError(f"AnnData input {self.input_path} does not exist; check input_path")
         self._check_not_input({"input": {"path": str(self.input_path)}})
-        return super().write(results, provenance=provenance, settings=settings, params=params)
+        super()._check(provenance)
 
-    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*autosharding.*", category=UserWarning)
-            self._copy_and_add(tmp, results, stamp, params)
-
-    def _copy_and_add(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+    def _plan(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+              context: WriteContext) -> Plan:
+        context.stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message=".*autosharding.*", category=UserWarning)
         if anndata_format(str(self.input_path)) == "h5ad":
             with h5py.File(self.input_path, "r") as root:
                 legacy = is_legacy_h5ad(root)
-            if legacy:
-                self._rewrite_legacy(tmp, results, stamp, params)
-                return
+            if legacy:  # computed into memory, written by anndata in _finish
+                self._mode = "legacy"
+                names = self._legacy_names()
+                self._check_count(names.shape[0], results)
+                arrays = [results.labels, results.proba, results.logdens]
+                if results.anomaly is not None:
+                    arrays.append(results.anomaly)
+                return Plan(values=[self._same_ids(da.from_array(names, chunks=(results.labels.chunks[0][0] or 1,)),
+                                                   results), *arrays])
             shutil.copyfile(self.input_path, tmp)
-            with h5py.File(tmp, "r+") as root:
-                self._add(root, results, stamp, params)
-            return
+            if context.distributed:  # the workers cannot write into this process's HDF5 file: stage in Zarr
+                self._mode = "staged"
+                self._stage = tmp.with_name(tmp.name + ".stage")
+                context.stack.callback(remove_path, self._stage)
+                stage = zarr.open_group(str(self._stage), mode="w-")
+                with h5py.File(tmp, "r") as root:
+                    check = self._check_rows(root, results)
+                pairs = self._arrays(results)
+                targets = [stage.create_array(name.replace("/", "__"), shape=a.shape, dtype=a.dtype,
+                                              chunks=tuple(max(c[0], 1) for c in a.chunks))
+                           for a, _, name in pairs]
+                return Plan(writes=row_writes([a for a, _, _ in pairs], targets), values=[check])
+            self._mode = "h5ad"
+            root = context.stack.enter_context(h5py.File(tmp, "r+"))
+            check = self._check_rows(root, results)
+            targets = self._prepare(root, results)
+            pairs = self._arrays(results)
+            # HDF5 writes from threads must not interleave
+            return Plan(writes=row_writes([a for a, _, _ in pairs], targets, lock=threading.Lock()), values=[check])
+        self._mode = "zarr"
         shutil.copytree(self.input_path, tmp)
         root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
-        self._add(root, results, stamp, params)
+        check = self._check_rows(root, results)
+        targets = self._prepare(root, results)
+        return Plan(writes=row_writes([a for a, _, _ in self._arrays(results)], targets), values=[check])
+
+    def _finish(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+                values: list[Any]) -> None:
+        self._raise_if_ids_differ(bool(values[0]))
+        if self._mode == "legacy":
+            self._rewrite_legacy(tmp, results, stamp, params, values[1:])
+            return
+        if self._mode == "staged":
+            stage = zarr.open_group(str(self._stage), mode="r")
+            with h5py.File(tmp, "r+") as root:
+                targets = self._prepare(root, results)
+                for (_, _, name), target in zip(self._arrays(results), targets, strict=True):
+                    source = stage[name.replace("/", "__")]
+                    step = max(source.chunks[0], 1)
+                    for start in range(0, source.shape[0], step):
+                        target[start:start + step] = source[start:start + step]
+                self._complete(root, stamp, params)
+            return
+        if self._mode == "h5ad":
+            with h5py.File(tmp, "r+") as root:
+                self._complete(root, stamp, params)
+            return
+        root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
+        self._complete(root, stamp, params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated v3 metadata are not in the spec
             zarr.consolidate_metadata(str(tmp))
 
-    def _add(self, root: Group, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
-        self._check_rows(root, results)
+    def _arrays(self, results: Results) -> list[tuple[da.Array, str, str]]:
+        """(array, group, name) of every per-cell result: obs codes, obs log-density, obsm probabilities."""
+        key = self.key_added
+        pairs = [(results.labels.astype(_codes_dtype(results.n_components)), "obs", f"{key}/codes"),
+                 (results.logdens, "obs", f"{key}_logdens"), (results.proba, "obsm", f"{key}_proba")]
+        if results.anomaly is not None:
+            pairs.append((results.anomaly, "obs", f"{key}_anomaly"))
+        return pairs
+
+    def _obs_columns(self, results: Results) -> list[str]:
+        key = self.key_added
+        return [key, f"{key}_logdens"] + ([f"{key}_anomaly"] if results.anomaly is not None else [])
+
+    def _prepare(self, root: Group, results: Results) -> list[Any]:
+        """Remove elements of the same names and create the empty per-cell arrays."""
         key = self.key_added
         obs = root["obs"]
         obsm = root["obsm"] if "obsm" in root else _new_dict_group(root, "obsm")
-        for group, name in ((obs, key), (obs, f"{key}_logdens"), (obsm, f"{key}_proba")):
+        for group, name in [(obs, c) for c in (key, f"{key}_logdens", f"{key}_anomaly")] + [(obsm, f"{key}_proba")]:
             _delete(group, name)
-        codes = results.labels.astype(_codes_dtype(results.n_components))
-        categorical = self._categorical_group(obs, key, results.n_components)
-        pairs = [(codes, categorical, "codes"), (results.logdens, obs, f"{key}_logdens"),
-                 (results.proba, obsm, f"{key}_proba")]
-        targets = [_empty_array(group, name, array) for array, group, name in pairs]
-        if results.n_samples:  # one pass: the three arrays share their chunks' computation
-            da.store([array for array, _, _ in pairs], targets, lock=isinstance(root, h5py.Group))
-        order = [c for c in _column_order(obs) if c not in (key, f"{key}_logdens")] + [key, f"{key}_logdens"]
+        self._categorical_group(obs, key, results.n_components)
+        groups = {"obs": obs, "obsm": obsm}
+        targets = []
+        for array, group, name in self._arrays(results):
+            parent, _, leaf = name.rpartition("/")
+            where = groups[group][parent] if parent else groups[group]
+            targets.append(_empty_array(where, leaf, array))
+        return targets
+
+    def _complete(self, root: Group, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+        """Column order and ``uns[key]``, once the per-cell arrays are written."""
+        key = self.key_added
+        obs = root["obs"]
+        added = [c for c in (key, f"{key}_logdens", f"{key}_anomaly") if c in obs]
+        order = [c for c in _column_order(obs) if c not in added] + added
         obs.attrs["column-order"] = np.asarray(order, dtype=object) if isinstance(root, h5py.Group) else order
         uns = root["uns"] if "uns" in root else _new_dict_group(root, "uns")
         _delete(uns, key)
         write_elem(uns, key, _to_uns(self._uns_entry(stamp, params)))
 
-    def _rewrite_legacy(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+    def _legacy_names(self) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OldFormatWarning)
+            warnings.filterwarnings("ignore", message="Moving element from", category=FutureWarning)
+            adata = anndata.read_h5ad(self.input_path, backed="r")
+        try:
+            return np.asarray(adata.obs_names, dtype=object)
+        finally:
+            if adata.isbacked:
+                adata.file.close()
+
+    def _rewrite_legacy(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+                        arrays: list[Any]) -> None:
         """An .h5ad written by an old anndata: read it with anndata, add the results, write it anew.
 
         Its compound ``obs``/``obsm`` datasets cannot take new columns in place, so the
         output is written by ``AnnData.write_h5ad`` (the current format) from
         ``anndata.read_h5ad(input, backed="r")`` plus the results. ``X`` is read from the
-        input by anndata while writing; the per-cell results are computed into memory
+        input by anndata while writing; the per-cell results were computed into memory
         (``n_obs x K`` values): this path is for the small files of that era, modern
         inputs are never loaded.
         """
@@ -187,14 +268,14 @@ class AnnDataSink(Sink):
             warnings.filterwarnings("ignore", message="Moving element from", category=FutureWarning)  # uns -> obsp
             adata = anndata.read_h5ad(self.input_path, backed="r")
         try:
-            names = np.asarray(adata.obs_names, dtype=object)
-            self._check_ids(da.from_array(names, chunks=(results.labels.chunks[0][0] or 1,)), results)
-            labels, proba, logdens = da.compute(results.labels, results.proba, results.logdens)
+            labels, proba, logdens = arrays[:3]
             key = self.key_added
-            adata.obs.drop(columns=[c for c in (key, f"{key}_logdens") if c in adata.obs.columns], inplace=True)
+            adata.obs.drop(columns=[c for c in self._obs_columns(results) if c in adata.obs.columns], inplace=True)
             adata.obs[key] = pd.Categorical.from_codes(np.asarray(labels, dtype=np.int64),
                                                        categories=[str(k) for k in range(results.n_components)])
             adata.obs[f"{key}_logdens"] = np.asarray(logdens, dtype=np.float64)
+            if len(arrays) > 3:
+                adata.obs[f"{key}_anomaly"] = np.asarray(arrays[3], dtype=bool)
             adata.obsm[f"{key}_proba"] = np.asarray(proba, dtype=np.float32)
             adata.uns[key] = _to_uns(self._uns_entry(stamp, params))
             adata.write_h5ad(tmp)
@@ -214,23 +295,29 @@ class AnnDataSink(Sink):
     def _inputs(self) -> list[str]:
         return input_paths(self.input_path)
 
-    def _check_rows(self, root: Group, results: Results) -> None:
+    def _check_rows(self, root: Group, results: Results) -> Any:
+        """The number of cells now; a lazy "ids equal obs_names", computed with the writes."""
         obs = root["obs"]
         index = read_elem_lazy(obs[str(obs.attrs["_index"])], chunks=(results.labels.chunks[0][0] or 1,))
-        self._check_ids(index, results)
+        self._check_count(index.shape[0], results)
+        return self._same_ids(index, results)
 
-    def _check_ids(self, index: da.Array, results: Results) -> None:
-        """The input has as many cells as the results have rows, and the results' ids are its obs_names."""
-        if index.shape[0] != results.n_samples:
+    def _check_count(self, n_cells: int, results: Results) -> None:
+        if n_cells != results.n_samples:
             raise SinkError(
                 f"results have {results.n_samples} rows but AnnData {self.input_path} has "
-                f"{index.shape[0]} cells; write results computed from this AnnData"
+                f"{n_cells} cells; write results computed from this AnnData"
             )
+
+    @staticmethod
+    def _same_ids(index: da.Array, results: Results) -> Any:
         if results.sample_ids is None or results.n_samples == 0:
-            return
+            return True
         ids = results.sample_ids.map_blocks(str_block, dtype=object)
-        same = da.all(ids == index.rechunk(ids.chunks).map_blocks(str_block, dtype=object))
-        if not bool(same.compute()):
+        return da.all(ids == index.rechunk(ids.chunks).map_blocks(str_block, dtype=object))
+
+    def _raise_if_ids_differ(self, same: bool) -> None:
+        if not same:
             raise SinkError(
                 f"the results' sample ids differ from the obs_names of {self.input_path}; "
                 "results must be in the AnnData's cell order"
@@ -238,6 +325,7 @@ class AnnDataSink(Sink):
 
     @staticmethod
     def _categorical_group(obs: Group, key: str, n_components: int) -> Group:
+        """``obs[key]`` as an anndata categorical; its ``codes`` are created by the caller."""
         group = obs.create_group(key)
         group.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False})
         write_elem(group, "categories", np.asarray([str(k) for k in range(n_components)], dtype=object))

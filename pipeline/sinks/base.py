@@ -5,7 +5,9 @@ from __future__ import annotations
 import abc
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,12 +15,13 @@ import numpy as np
 
 from gmm_stream.atomic import check_not_input
 
+from pipeline._executor import active_client, compute_all
 from pipeline._paths import input_paths
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
 from pipeline.results import Results
-from pipeline.sinks._atomic import atomic_output, private_threads
+from pipeline.sinks._atomic import atomic_output
 
-__all__ = ["Sink", "str_block"]
+__all__ = ["Sink", "Plan", "WriteContext", "str_block", "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +31,50 @@ def str_block(block: Any) -> np.ndarray:
     return np.asarray([str(v) for v in np.asarray(block).tolist()], dtype=object)
 
 
+@dataclass
+class WriteContext:
+    """What a sink's :meth:`Sink._plan` may use while a write is planned.
+
+    Attributes
+    ----------
+    stack : contextlib.ExitStack
+        Closed (in reverse order) before the outputs are committed or removed: register
+        resources to close and temporaries to remove on it.
+    distributed : bool
+        The chunk writes run on the workers of a ``distributed`` cluster (they must not
+        hold handles of this process, such as an open HDF5 file).
+    """
+
+    stack: ExitStack
+    distributed: bool
+
+
+@dataclass
+class Plan:
+    """A planned write: the per-chunk write tasks (``dask.delayed``, one per row chunk, each
+    writing that chunk of every array) and lazy values the sink needs back for
+    :meth:`Sink._finish` (checks, or the whole results for a writer that cannot write by
+    chunks)."""
+
+    writes: list[Any] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+
+
 class Sink(abc.ABC):
     """Writes :class:`~pipeline.results.Results` to a local path, chunk by chunk, atomically.
 
     The writer contract
     -------------------
-    - ``write`` computes the lazy results one row chunk at a time and never gathers a
-      whole column in memory; it computes in the calling process on a private thread
-      pool that is joined before any cleanup (see :func:`~pipeline.sinks._atomic.private_threads`);
+    - a write is planned (:meth:`_plan`: containers created in the temporary output,
+      one write task per row chunk), computed, then finished (:meth:`_finish`:
+      metadata, consolidation); :func:`write_results` computes the chunk writes of
+      several sinks and any other lazy values in **one** graph, so each row chunk is
+      read and goes through the E-step once, whatever the number of sinks;
+    - no whole column is gathered in memory; on Dask's threads the chunks are written
+      by a private pool of this process, joined before any cleanup; with a
+      ``distributed`` client they are written by the workers themselves (the output
+      must be on a file system they share), and the call returns only when every chunk
+      task has ended, so that no worker writes after a cleanup;
     - the output is built in a hidden temporary sibling (``.<name>.tmp-<random>``) and
       renamed into place only when complete, so a crash leaves either the old output
       or the new one (a killed process may leave the hidden temporary behind);
@@ -45,7 +84,8 @@ class Sink(abc.ABC):
       input named in ``provenance["input"]["path"]``, or any input a source opened in
       this process, raises :class:`~pipeline.exceptions.InputOverlapError`;
     - every output carries the stamp ``{"encoding-type": "gmm_stream_result",
-      "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`).
+      "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`),
+      and ``anomaly_threshold`` when the results flag anomalies.
 
     Parameters
     ----------
@@ -86,22 +126,21 @@ class Sink(abc.ABC):
             Fitted parameters (:func:`pipeline.results.model_params`); stored by sinks
             that have a place for them (AnnData ``uns``).
         """
-        self._check_not_input(provenance)
-        stamp = {
-            "encoding-type": ENCODING_TYPE,
-            "encoding-version": ENCODING_VERSION,
-            "provenance": dict(provenance),
-            "settings": dict(settings or {}),
-        }
-        aligned = results.aligned()
-        with atomic_output(self.path, overwrite=self.overwrite) as tmp, private_threads():
-            self._write(tmp, aligned, stamp, dict(params or {}))
-        logger.info("%r: wrote %d rows x %d components", self, results.n_samples, results.n_components)
+        write_results([self], results, provenance=provenance, settings=settings, params=params)
         return self.path
 
+    def _check(self, provenance: Mapping[str, Any]) -> None:
+        """Checks before anything is created (the input is never an output)."""
+        self._check_not_input(provenance)
+
     @abc.abstractmethod
-    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
-        """Write everything into ``tmp`` (which does not exist yet)."""
+    def _plan(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+              context: WriteContext) -> Plan:
+        """Create the containers in ``tmp`` (which does not exist yet); return the chunk writes."""
+
+    def _finish(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+                values: list[Any]) -> None:
+        """After every chunk is written (``values``: the plan's values, computed)."""
 
     def _check_not_input(self, provenance: Mapping[str, Any]) -> None:
         """Refuse an output that overlaps the input named in the provenance or any opened input.
@@ -116,3 +155,59 @@ class Sink(abc.ABC):
     def _inputs(self) -> list[str]:
         """Inputs the sink itself reads (resolved); none by default."""
         return []
+
+
+def make_stamp(provenance: Mapping[str, Any], settings: Mapping[str, Any] | None,
+               results: Results) -> dict[str, Any]:
+    """The stamp every output of ``results`` carries."""
+    stamp: dict[str, Any] = {
+        "encoding-type": ENCODING_TYPE,
+        "encoding-version": ENCODING_VERSION,
+        "provenance": dict(provenance),
+        "settings": dict(settings or {}),
+    }
+    if results.anomaly_threshold is not None:
+        stamp["anomaly_threshold"] = float(results.anomaly_threshold)
+    return stamp
+
+
+def write_results(
+    sinks: Sequence[Sink],
+    results: Results,
+    *,
+    provenance: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    values: Sequence[Any] = (),
+) -> list[Any]:
+    """Write ``results`` to every sink, and compute ``values``, in one pass over the data.
+
+    The chunk writes of all sinks and the lazy ``values`` (e.g. the scores of
+    :func:`pipeline.scoring.score_values`) form one graph: each row chunk of the input
+    is read, transformed and goes through the E-step once. Each sink's output is built
+    in its own temporary sibling and renamed into place when everything is written; if
+    anything fails, every temporary is removed and no output is changed.
+
+    Returns
+    -------
+    list
+        ``values``, computed.
+    """
+    for sink in sinks:
+        sink._check(provenance)
+    aligned = results.aligned()
+    stamp = make_stamp(provenance, settings, results)
+    extra = dict(params or {})
+    with ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_output(sink.path, overwrite=sink.overwrite)) for sink in sinks]
+        context = WriteContext(stack, distributed=active_client() is not None)
+        plans = [sink._plan(tmp, aligned, stamp, extra, context) for sink, tmp in zip(sinks, tmps, strict=True)]
+        writes = [task for plan in plans for task in plan.writes]
+        wanted = [value for plan in plans for value in plan.values] + list(values)
+        computed = compute_all(writes, wanted) if (writes or wanted) else []
+        offset = 0
+        for sink, tmp, plan in zip(sinks, tmps, plans, strict=True):
+            sink._finish(tmp, aligned, stamp, extra, computed[offset:offset + len(plan.values)])
+            offset += len(plan.values)
+            logger.info("%r: wrote %d rows x %d components", sink, results.n_samples, results.n_components)
+    return computed[offset:]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Plan, Sink, WriteContext
 
 __all__ = ["ParquetSink", "METADATA_KEY"]
 
@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 METADATA_KEY: bytes = b"gmm_stream"
 
 
-def _write_part(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, logdens: np.ndarray,
-                id_column: str, metadata: dict[bytes, bytes], compression: str) -> int:
+def _write_part(path: Path, id_column: str, metadata: dict[bytes, bytes], compression: str,
+                ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, logdens: np.ndarray,
+                anomaly: np.ndarray | None = None) -> int:
     ids = np.asarray(ids)
     columns: dict[str, Any] = {
         id_column: pa.array(ids.tolist() if ids.dtype == object else ids),
@@ -34,6 +35,8 @@ def _write_part(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarr
     for k in range(proba.shape[1]):
         columns[f"proba_{k}"] = pa.array(proba[:, k], type=pa.float32())
     columns["logdens"] = pa.array(logdens, type=pa.float64())
+    if anomaly is not None:
+        columns["anomaly"] = pa.array(anomaly, type=pa.bool_())
     table = pa.table(columns).replace_schema_metadata(metadata)
     pq.write_table(table, path, compression=compression, use_dictionary=[id_column])
     return len(labels)
@@ -44,7 +47,8 @@ class ParquetSink(Sink):
 
     Columns: ``<id_column>`` (sample ids, or row numbers), ``label`` (int64, -1 where a
     row has no observed value; never a float column), ``proba_0 ... proba_{K-1}``
-    (float32), ``logdens`` (float64, the log-density / anomaly score): the names of the
+    (float32), ``logdens`` (float64, the log-density / anomaly score), and ``anomaly``
+    (bool) when the results flag anomalies: the names of the
     Zarr sink's variables ``label``, ``proba`` (one ``(sample, component)`` array there)
     and ``logdens``. Every file's schema metadata holds the stamp as JSON under the key
     ``gmm_stream``. Read back with ``pandas.read_parquet(path)`` (``label`` is int64)
@@ -67,19 +71,16 @@ class ParquetSink(Sink):
         self.id_column = id_column
         self.compression = compression
 
-    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+    def _plan(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+              context: WriteContext) -> Plan:
         tmp.mkdir()
         metadata = {METADATA_KEY: canonical_json(stamp).encode("utf-8")}
-        # optimize_graph=False keeps the keys the four arrays share (the E-step of a chunk,
-        # the read of the input chunk): each is computed once, not once per column.
-        blocks = zip(*(
-            arr.to_delayed(optimize_graph=False).ravel()
-            for arr in (results.ids_or_row_numbers(), results.labels, results.proba, results.logdens)
-        ), strict=True)
-        tasks = [
-            dask.delayed(_write_part)(tmp / f"part-{i:05d}.parquet", ids, labels, proba, logdens,
-                                      self.id_column, metadata, self.compression)
-            for i, (ids, labels, proba, logdens) in enumerate(blocks)
-        ]
-        written = sum(dask.compute(*tasks))
-        logger.debug("wrote %d rows in %d parquet files", written, len(tasks))
+        arrays = [results.ids_or_row_numbers(), results.labels, results.proba, results.logdens]
+        if results.anomaly is not None:
+            arrays.append(results.anomaly)
+        # optimize_graph=False keeps the keys the arrays share (the E-step of a chunk, the
+        # read of the input chunk) shared with every other collection of the same compute
+        blocks = zip(*(a.to_delayed(optimize_graph=False).reshape(-1) for a in arrays), strict=True)
+        write = dask.delayed(_write_part, pure=False)
+        return Plan(writes=[write(tmp / f"part-{i:05d}.parquet", self.id_column, metadata, self.compression, *parts)
+                            for i, parts in enumerate(blocks)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,15 +10,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
 import dask.array as da
+import numpy as np
 import zarr
 from zarr.errors import ZarrUserWarning
 
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
-from pipeline.sinks.base import Sink, str_block
+from pipeline.sinks.base import Plan, Sink, WriteContext, str_block
 
-__all__ = ["ZarrSink"]
+__all__ = ["ZarrSink", "store_rows", "row_writes"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,32 @@ def _ids_for_zarr(ids: da.Array) -> da.Array:
     if ids.dtype.kind in "iuf":
         return ids
     return ids.map_blocks(str_block, dtype=object)
+
+
+def store_rows(targets: list[Any], start: int, stop: int, *blocks: np.ndarray, lock: Any = None) -> int:
+    """Write rows ``start:stop`` of every target array (one task per row chunk)."""
+    with lock if lock is not None else contextlib.nullcontext():
+        for target, block in zip(targets, blocks, strict=True):
+            target[start:stop] = np.asarray(block)
+    return stop - start
+
+
+def row_writes(arrays: list[da.Array], targets: list[Any], lock: Any = None) -> list[Any]:
+    """One ``dask.delayed`` write per row chunk of ``arrays`` (aligned rows) into ``targets``.
+
+    The blocks come from ``to_delayed(optimize_graph=False)``, so the tasks the arrays
+    share (the read and E-step of a chunk) stay shared with every other collection of
+    the same compute.
+    """
+    if not arrays or arrays[0].shape[0] == 0:
+        return []
+    blocks = [a.to_delayed(optimize_graph=False).reshape(-1) if a.ndim == 1 else
+              a.to_delayed(optimize_graph=False)[:, 0] for a in arrays]
+    stops = np.cumsum(arrays[0].chunks[0])
+    starts = stops - np.asarray(arrays[0].chunks[0])
+    write = dask.delayed(store_rows, pure=False)
+    return [write(targets, int(a), int(b), *parts, lock=lock)
+            for a, b, *parts in zip(starts, stops, *blocks, strict=True)]
 
 
 def consolidate(path: str | os.PathLike[str], zarr_format: Literal[2, 3]) -> None:
@@ -53,6 +82,7 @@ class ZarrSink(Sink):
           label    (sample,)             int64, -1 where a row has no observed value
           proba    (sample, component)   float32 (the Parquet sink's proba_0 ... proba_{K-1})
           logdens  (sample,)             float64, the log-density (anomaly score)
+          anomaly  (sample,)             bool, when the results flag anomalies
 
     Arrays carry dimension names (``dimension_names`` in v3, ``_ARRAY_DIMENSIONS`` in v2)
     and xarray reads no stored value as missing (v2 arrays have no fill value; xarray does
@@ -86,7 +116,8 @@ class ZarrSink(Sink):
             target.attrs["_ARRAY_DIMENSIONS"] = dims
         return target
 
-    def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
+    def _plan(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+              context: WriteContext) -> Plan:
         group = zarr.open_group(str(tmp), mode="w-", zarr_format=self.zarr_format)
         group.attrs.update(json.loads(canonical_json(stamp)))
         sources = {
@@ -95,7 +126,11 @@ class ZarrSink(Sink):
             "proba": (results.proba, ["sample", "component"]),
             "logdens": (results.logdens, ["sample"]),
         }
+        if results.anomaly is not None:
+            sources["anomaly"] = (results.anomaly, ["sample"])
         targets = [self._create(group, name, arr, dims) for name, (arr, dims) in sources.items()]
-        if results.n_samples:
-            da.store([arr for arr, _ in sources.values()], targets, lock=False)
+        return Plan(writes=row_writes([arr for arr, _ in sources.values()], targets))
+
+    def _finish(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
+                values: list[Any]) -> None:
         consolidate(tmp, self.zarr_format)

@@ -97,9 +97,10 @@ class Source(abc.ABC):
     def selection(self) -> dict[str, Any]:
         """What is selected inside the file (JSON-able), e.g. ``{"obsm": "X_pca"}``."""
 
-    def identity(self) -> dict[str, Any]:
-        """Identity of the input for provenance (see the class docstring)."""
-        data = self.open()
+    def identity(self, data: xr.DataArray | None = None) -> dict[str, Any]:
+        """Identity of the input for provenance (see the class docstring); ``data``: the
+        matrix :meth:`open` returned, if it is open already (it is not opened again)."""
+        data = self.open() if data is None else data
         return {
             "kind": self.kind,
             "path": self.path,

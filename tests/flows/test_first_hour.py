@@ -7,7 +7,7 @@ import xarray as xr
 
 from flows.config import load_job
 from flows.demo import ensure_synthetic
-from flows.tasks import SELECT_N_INIT, Candidate, fit_em, open_data
+from flows.tasks import SELECT_N_INIT, Candidate, fit_em, open_dataset
 from flows_testing import CONFIGS
 from pipeline import Preprocessor
 
@@ -20,7 +20,7 @@ def test_the_documented_synthetic_override_of_parquet_yaml_runs_through_log1p(tm
     assert documented in (CONFIGS / "parquet.yaml").read_text()  # the line the config documents
     job = load_job(CONFIGS / "parquet.yaml", [documented.replace("20000", "3000")])
     assert ensure_synthetic(job)
-    X = open_data(job)
+    X = open_dataset(job).data
     values = X.data.compute()
     assert np.nanmin(values) >= 0 and X.shape == (3000, 4)
     pre = Preprocessor([s.model_dump() for s in job.preprocessing]).fit(X)
