@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 from gmm_stream import load_model
+from pipeline import Preprocessor
 from flows.selection import select_flow
 from flows_testing import (
     BIN,
@@ -201,3 +205,49 @@ def test_cluster_job_on_a_real_dask_scheduler_equals_the_threaded_run(tmp_path, 
     threaded = load_model(tmp_path / "out" / "nightly" / "model")
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(clustered, name), getattr(threaded, name), rtol=1e-9, err_msg=name)
+
+
+def test_on_a_cluster_the_workers_write_the_predictions(tmp_path, dask_cluster, prefect_api):
+    """Two sinks of 2 million rows are written by the workers: the flow process's memory stays
+    flat and its traffic (all its reads and writes, sockets included) is a small fraction of
+    the results."""
+    import zarr
+
+    n, d, k, chunk = 2_000_000, 4, 3, 125_000
+    data = small_data(n=n, d=d, k=k, seed=21)
+    store = tmp_path / "cells.zarr"
+    zarr.open_group(str(store), mode="w-").create_array("X", shape=(n, d), chunks=(chunk, d), dtype="float64")[:] = data.X
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.yaml", {
+        "flow": "fit",
+        "source": {"format": "zarr", "path": str(store), "selection": {"array": "X"}, "chunk_rows": chunk},
+        "preprocessing": ["standardize"],
+        "model": {"n_components": k, "max_iter": 15, "init_max_samples": 5000},
+        "output": {"directory": str(out), "sinks": [{"format": "zarr", "path": "predictions.zarr"},
+                                                   {"format": "parquet", "path": "predictions.parquet"}]},
+        "compute": {"kind": "scheduler", "address": dask_cluster},
+        "report": {"plots": False, "artifacts": False},
+    })
+    driver = Path(__file__).with_name("cluster_write_driver.py")
+    done = subprocess.run([sys.executable, str(driver), str(job)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PREFECT_API_URL": prefect_api})
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    per_sink = n * (8 + 8 + 4 * k + 8)  # ids (row numbers), label, proba, logdens
+    print(f"flow process: peak RSS +{measured['rss_increase'] / 2**20:.1f} MiB, read {measured['rchar'] / 2**20:.1f}"
+          f" MiB, wrote {measured['wchar'] / 2**20:.1f} MiB; results {2 * per_sink / 2**20:.0f} MiB in two sinks")
+    assert measured["rss_increase"] < 0.5 * per_sink, json.dumps(measured["timeline"])  # gathering one sink's results would take all of it
+    assert measured["rchar"] + measured["wchar"] < 0.1 * 2 * per_sink
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert all(count > 0 for count in executed.values())
+    z = xr.open_zarr(out / "predictions.zarr")
+    parquet = pd.read_parquet(out / "predictions.parquet", columns=["label"])
+    assert z.sizes["sample"] == n and len(parquet) == n
+    np.testing.assert_array_equal(z["label"].values, parquet["label"].to_numpy())
+    model = load_model(out / "model")
+    pre = Preprocessor.load(out / "model")
+    rows = slice(1_000_000, 1_002_000)
+    np.testing.assert_array_equal(z["label"].values[rows], model.predict(pre.transform(data.X[rows])))
