@@ -33,6 +33,7 @@ import gmm_stream
 from gmm_stream import GaussianMixture, load_model
 from gmm_stream.atomic import disk_full
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
+from gmm_stream.matching import LabelMatching, contingency
 from pipeline import Preprocessor, make_provenance, make_sink, make_source, model_params, predict_results
 from pipeline.provenance import canonical_json
 from pipeline.output_set import OutputSet, Run
@@ -42,7 +43,7 @@ from flows import progress
 from flows.config import Job, ModelConfig
 from flows.demo import ensure_synthetic
 from flows.exceptions import ModelNotFoundError
-from flows.labels import LabelMatching, contingency, label_components
+from flows.labels import label_components
 from flows.preflight import output_set
 from flows.report import RunReport, publish_artifacts, write_report
 

@@ -24,7 +24,6 @@ from pipeline import Preprocessor
 from flows.cli import app
 from flows.fit import fit_flow
 from pipeline.output_set import OutputSet
-from flows.labels import reorder_model
 from flows.predict import predict_flow
 from flows_testing import (
     CONFIGS,
@@ -212,7 +211,7 @@ def test_label_continuity_on_shuffled_data(tmp_path):
     # a reference whose components are NOT in canonical order: the matching must follow it
     reference = load_model(tmp_path / "day1" / "model")
     perm = [2, 0, 1]  # reference component j = day-1 component perm[j]
-    reorder_model(reference, perm)
+    reference.permute_components(perm)
     reference.save(tmp_path / "reference")
     expected = pd.Series(np.argsort(perm)[day1.to_numpy()], index=day1.index)
 
