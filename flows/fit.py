@@ -58,11 +58,11 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
         preprocessor = fit_preprocessing(job, run, identity)
         fitted = fit_model(job, run, preprocessor, identity,
                            Candidate(job.model.n_components, job.model.covariance_type))
-        matching = label_model(job, fitted.model, preprocessor)
-        scores = score_model(job, fitted.model, preprocessor)
-        model_dir = save_model(job, run, fitted.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, run, fitted.model, preprocessor, identity)
-        report = model_report(job, identity, compute, fitted.model, scores, fit=fitted, matching=matching,
+        model, matching = label_model(job, fitted.model, preprocessor)
+        scores = score_model(job, model, preprocessor)
+        model_dir = save_model(job, run, model, preprocessor, scores, identity, matching)
+        written = write_predictions(job, run, model, preprocessor, identity)
+        report = model_report(job, identity, compute, model, scores, fit=fitted, matching=matching,
                               preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         files = publish_report(job, run, report)

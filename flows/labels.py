@@ -20,12 +20,17 @@ __all__ = ["label_components"]
 
 def label_components(model: GaussianMixture, *, order: str = "weight", reference: GaussianMixture | None = None,
                      reference_name: str | None = None, distance: str = "bhattacharyya",
-                     overlap: np.ndarray | None = None) -> LabelMatching:
-    """Relabel ``model`` in place: canonical order, then matching to ``reference`` if given.
+                     overlap: np.ndarray | None = None) -> tuple[GaussianMixture, LabelMatching]:
+    """A relabelled copy of ``model``: canonical order, or matching to ``reference`` if given.
 
     With ``overlap`` (the :func:`~gmm_stream.matching.contingency` table of this model's
     labels against the reference run's, on the rows they share), the components are
     matched by the rows they claim; otherwise by ``distance`` between the Gaussians.
+
+    Returns
+    -------
+    (GaussianMixture, LabelMatching)
+        ``model.permuted(matching.order)`` and the matching; ``model`` is unchanged.
     """
     if reference is not None and overlap is not None and np.asarray(overlap).sum() > 0:
         matching = match_by_overlap(model.params_, overlap, reference_name)
@@ -35,5 +40,4 @@ def label_components(model: GaussianMixture, *, order: str = "weight", reference
         matching = LabelMatching(order=[int(i) for i in canonical_order(model.params_)])
     else:
         matching = LabelMatching(order=list(range(model.n_components)))
-    model.permute_components(matching.order)
-    return matching
+    return model.permuted(matching.order), matching

@@ -67,11 +67,11 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
             results = [fit_candidate(job, run, preprocessor, identity, c) for c in grid]
         table = selection_rows(results, criterion)
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
-        matching = label_model(job, best.fit.model, preprocessor)
-        scores = best.scores.relabelled(matching.order)
-        model_dir = save_model(job, run, best.fit.model, preprocessor, scores, identity, matching)
-        written = write_predictions(job, run, best.fit.model, preprocessor, identity)
-        report = model_report(job, identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
+        model, matching = label_model(job, best.fit.model, preprocessor)
+        scores = best.scores.relabelled(matching.order)  # the scores of the relabelled model, not re-scored
+        model_dir = save_model(job, run, model, preprocessor, scores, identity, matching)
+        written = write_predictions(job, run, model, preprocessor, identity)
+        report = model_report(job, identity, compute, model, scores, fit=best.fit, matching=matching,
                               preprocessor=preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         report.selection, report.criterion, report.best = table, criterion, best.fit.candidate.label

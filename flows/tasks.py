@@ -486,8 +486,10 @@ def overlap_with_previous(job: Job, model: GaussianMixture, Z: xr.DataArray) -> 
 
 
 @task(name="label-components", **IO)
-def label_model(job: Job, model: GaussianMixture, preprocessor: Preprocessor) -> LabelMatching:
-    """Put the components in canonical order, or match them to the reference model (in place).
+def label_model(job: Job, model: GaussianMixture,
+                preprocessor: Preprocessor) -> tuple[GaussianMixture, LabelMatching]:
+    """A copy of ``model`` with its components in canonical order or matched to the reference model,
+    and the matching (``model`` is unchanged).
 
     With ``labels.reference: previous`` and sample ids shared with the published run's
     predictions, the components are matched by the rows they claim (one more pass over

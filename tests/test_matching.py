@@ -1,4 +1,5 @@
-"""Component matching (gmm_stream.matching) against independent brute-force computations.
+"""Component matching (gmm_stream.matching) against independent brute-force computations,
+and GaussianMixture.permuted, which applies a matching to a copy of a fitted model.
 
 The distances are recomputed per pair from their formulas with ``scipy.linalg`` (explicit
 determinants and inverses, not the log-determinants and solves of the library) and, in one
@@ -13,13 +14,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 from scipy import integrate
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from scipy.stats import norm
+from sklearn.exceptions import NotFittedError
 
-from gmm_stream import GaussianParams
+from gmm_stream import GaussianMixture, GaussianParams
 from gmm_stream.exceptions import ComponentMatchingError, InvalidParameterError
 from gmm_stream.matching import (
     canonical_order,
@@ -29,7 +32,7 @@ from gmm_stream.matching import (
     match_by_overlap,
     match_to_reference,
 )
-from gmm_testing import COVARIANCE_TYPES, random_params
+from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture, random_params
 from reference import full_covariances as reference_full_covariances
 
 
@@ -210,3 +213,78 @@ def test_matching_imports_nothing_of_the_data_or_orchestration_layers():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pipeline', 'flows', 'prefect'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------- applying a matching
+
+_FITTED = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_", "feature_names_in_",
+           "n_empty_rows_")
+_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+
+
+@pytest.fixture(scope="module")
+def mixture_frame():
+    X, *_ = make_mixture(600, 3, 3, seed=31)
+    X = add_missing(X, 0.1, seed=32)
+    X[:3] = np.nan  # rows with no observed value
+    return pd.DataFrame(X, columns=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_permuted_is_a_relabelled_copy_and_the_model_is_untouched(mixture_frame, covariance_type):
+    X = mixture_frame
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    params, state = gm.params_, dict(gm.__dict__)
+    arrays = {name: np.array(getattr(gm, name), copy=True) for name in _ARRAYS}
+    fitted = {name: np.array(getattr(gm, name), copy=True) for name in _FITTED}
+    labels, proba, logdens = gm.predict(X), gm.predict_proba(X), gm.score_samples(X)
+    order = [2, 0, 1]
+
+    new = gm.permuted(order)
+
+    assert new is not gm and type(new) is GaussianMixture
+    # the original: the same object state, the same parameters object, the same numbers
+    assert gm.params_ is params and gm.__dict__.keys() == state.keys()
+    assert all(gm.__dict__[key] is value for key, value in state.items())
+    for name in _ARRAYS:
+        np.testing.assert_array_equal(getattr(gm, name), arrays[name])
+    np.testing.assert_array_equal(gm.predict(X), labels)
+    # the copy: every fitted attribute, the constructor parameters, the permuted components
+    assert new.get_params() == gm.get_params()
+    for name in _FITTED:
+        np.testing.assert_array_equal(getattr(new, name), fitted[name], err_msg=name)
+    np.testing.assert_array_equal(new.weights_, arrays["weights_"][order])
+    np.testing.assert_array_equal(new.means_, arrays["means_"][order])
+    if covariance_type == "tied":
+        np.testing.assert_array_equal(new.covariances_, arrays["covariances_"])
+    else:
+        np.testing.assert_array_equal(new.covariances_, arrays["covariances_"][order])
+    np.testing.assert_array_equal(new.predict(X), np.where(labels >= 0, np.argsort(order)[labels], -1))
+    np.testing.assert_allclose(new.predict_proba(X), proba[:, order], rtol=1e-12)
+    np.testing.assert_allclose(new.score_samples(X), logdens, rtol=1e-12)
+    # no array is shared: changing the copy in place leaves the model as it was
+    for name in _ARRAYS + ("lower_bounds_", "feature_names_in_"):
+        assert not np.shares_memory(getattr(new, name), getattr(gm, name)), name
+    new.covariances_[...] = 0.0
+    new.feature_names_in_[0] = "z"
+    np.testing.assert_array_equal(gm.covariances_, arrays["covariances_"])
+    assert list(gm.feature_names_in_) == ["a", "b", "c"]
+
+
+def test_permuted_refuses_what_is_not_a_permutation_of_a_fitted_model(mixture_frame):
+    with pytest.raises(NotFittedError):
+        GaussianMixture(2).permuted([1, 0])
+    gm = GaussianMixture(3, random_state=0).fit(mixture_frame.to_numpy())
+    with pytest.raises(InvalidParameterError, match="not a permutation of 0..2"):
+        gm.permuted([0, 0, 1])
+    with pytest.raises(InvalidParameterError, match="not a permutation of 0..2"):
+        gm.permuted([0, 1])
+
+
+def test_permute_components_is_deprecated_and_relabels_in_place(mixture_frame):
+    gm = GaussianMixture(3, random_state=0).fit(mixture_frame.to_numpy())
+    expected = gm.permuted([1, 2, 0])
+    with pytest.warns(DeprecationWarning, match="permuted"):
+        assert gm.permute_components([1, 2, 0]) is gm
+    np.testing.assert_array_equal(gm.means_, expected.means_)
+    np.testing.assert_array_equal(gm.precisions_cholesky_, expected.precisions_cholesky_)

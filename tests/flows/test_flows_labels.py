@@ -1,45 +1,66 @@
-"""Label continuity in the flows: label_components relabels a fitted model as the job asks.
+"""Label continuity in the flows: label_components returns a relabelled copy of a fitted model.
 
-The matching math is tested in tests/test_matching.py.
+The matching math, and GaussianMixture.permuted, are tested in tests/test_matching.py.
 """
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
+import xarray as xr
 
 from gmm_stream import GaussianMixture
-from gmm_stream.matching import contingency
+from gmm_stream.matching import canonical_order, contingency
 from flows.labels import label_components
+from flows.tasks import score
 from flows_testing import small_data
 
 
-def test_label_components_without_reference_sorts_by_weight():
-    data = small_data(n=900, d=2, k=3, seed=4)
-    gm = GaussianMixture(3, random_state=1).fit(data.X)
-    matching = label_components(gm)
-    assert np.all(np.diff(gm.weights_) <= 0) and matching.reference is None
+def fitted(seed: int, n: int = 900) -> tuple[np.ndarray, GaussianMixture]:
+    data = small_data(n=n, d=2, k=3, seed=seed)
+    return data.X, GaussianMixture(3, random_state=1).fit(data.X)
+
+
+def test_label_components_without_reference_sorts_by_weight_in_a_copy():
+    X, gm = fitted(seed=4)
+    weights = gm.weights_.copy()
+    labelled, matching = label_components(gm)
+    assert labelled is not gm and matching.reference is None
+    assert np.all(np.diff(labelled.weights_) <= 0)
+    np.testing.assert_array_equal(labelled.weights_, weights[matching.order])
+    np.testing.assert_array_equal(gm.weights_, weights)  # the fitted model is unchanged
 
 
 def test_label_components_with_order_none_keeps_the_fitted_order():
-    data = small_data(n=900, d=2, k=3, seed=4)
-    gm = GaussianMixture(3, random_state=1).fit(data.X)
-    weights = gm.weights_.copy()
-    matching = label_components(gm, order="none")
+    X, gm = fitted(seed=4)
+    labelled, matching = label_components(gm, order="none")
     assert matching.order == [0, 1, 2]
-    np.testing.assert_array_equal(gm.weights_, weights)
+    np.testing.assert_array_equal(labelled.means_, gm.means_)
 
 
 def test_label_components_follows_a_permuted_reference():
-    data = small_data(n=900, d=2, k=3, seed=5)
-    gm = GaussianMixture(3, random_state=1).fit(data.X)
-    before = gm.predict(data.X)
-    reference = GaussianMixture(3, random_state=1).fit(data.X)
-    reference.permute_components([2, 0, 1])
-    matching = label_components(gm, reference=reference, reference_name="ref")
+    X, gm = fitted(seed=5)
+    reference = GaussianMixture(3, random_state=1).fit(X).permuted([2, 0, 1])
+    labelled, matching = label_components(gm, reference=reference, reference_name="ref")
     assert matching.order == [2, 0, 1] and matching.distance == "bhattacharyya"
-    np.testing.assert_array_equal(gm.predict(data.X), reference.predict(data.X))
+    np.testing.assert_array_equal(labelled.predict(X), reference.predict(X))
     # by the rows they share: the same order
-    overlap = contingency(before, reference.predict(data.X), 3, 3)
-    fresh = GaussianMixture(3, random_state=1).fit(data.X)
-    by_rows = label_components(fresh, reference=reference, reference_name="ref", overlap=overlap)
-    assert by_rows.order == [2, 0, 1] and by_rows.distance == "overlap" and by_rows.total_cost == 1.0
+    overlap = contingency(gm.predict(X), reference.predict(X), 3, 3)
+    by_rows, matching = label_components(gm, reference=reference, reference_name="ref", overlap=overlap)
+    assert matching.order == [2, 0, 1] and matching.distance == "overlap" and matching.total_cost == 1.0
+    np.testing.assert_array_equal(by_rows.predict(X), reference.predict(X))
+
+
+def test_relabelled_scores_are_the_scores_of_the_relabelled_model():
+    """What the select flow relies on: its stored scores, relabelled, need no second pass."""
+    X, gm = fitted(seed=6, n=1200)
+    gm = gm.permuted(canonical_order(gm.params_)[::-1])  # by increasing weight: canonical order reverses it
+    Z = xr.DataArray(da.from_array(X, chunks=(400, -1)), dims=("sample", "feature"))
+    labelled, matching = label_components(gm)
+    assert matching.order == [2, 1, 0]
+    relabelled = score(gm, Z, max_points=300).relabelled(matching.order)
+    direct = score(labelled, Z, max_points=300)
+    assert relabelled.sizes == direct.sizes
+    np.testing.assert_array_equal(relabelled.sample_labels, direct.sample_labels)
+    for name in ("loglik", "bic", "aic", "icl", "entropy"):
+        np.testing.assert_allclose(getattr(relabelled, name), getattr(direct, name), rtol=1e-10, err_msg=name)
