@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gmm_stream.exceptions import GMMStreamError
+from gmm_stream.exceptions import ComponentMatchingError, GMMStreamError
 
 __all__ = [
     "FlowError",
@@ -71,5 +71,6 @@ class ClusterConnectionError(FlowError, ConnectionError):
     """The Dask scheduler named by the job cannot be reached."""
 
 
-class LabelMatchingError(FlowError, ValueError):
-    """A reference model cannot be matched to the new one (e.g. different features)."""
+#: A reference model cannot be matched to the new one (e.g. different features). The
+#: matching is math and raises from :mod:`gmm_stream.matching`; this is the same class.
+LabelMatchingError = ComponentMatchingError

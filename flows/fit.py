@@ -56,10 +56,10 @@ def fit_flow(job_path: str, overrides: list[str] | None = None, working_director
         run = start_run(job, outputs, dataset.identity)
         dataset = fit_preprocessing(job, run, dataset)  # one pass
         fitted = fit_model(job, run, dataset, Candidate(job.model.n_components, job.model.covariance_type))
-        matching = label_model(job, fitted.model, dataset)
-        scores, written = write_predictions(job, run, fitted.model, dataset)  # one pass: every sink, the scores
-        model_dir = save_model(job, run, fitted.model, dataset.preprocessor, scores, dataset.identity, matching)
-        report = model_report(job, dataset.identity, compute, fitted.model, scores, fit=fitted, matching=matching,
+        model, matching = label_model(job, fitted.model, dataset)  # a relabelled copy, before any scoring
+        scores, written = write_predictions(job, run, model, dataset)  # one pass: every sink, the scores
+        model_dir = save_model(job, run, model, dataset.preprocessor, scores, dataset.identity, matching)
+        report = model_report(job, dataset.identity, compute, model, scores, fit=fitted, matching=matching,
                               preprocessor=dataset.preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         files = publish_report(job, run, report)

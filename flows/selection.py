@@ -67,11 +67,11 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
             results = [fit_candidate(job, run, dataset, c) for c in grid]
         table = selection_rows(results, criterion)
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
-        matching = label_model(job, best.fit.model, dataset)
+        model, matching = label_model(job, best.fit.model, dataset)  # a relabelled copy, before any scoring
         # the best model's scores again, of the relabelled model, from the pass that writes its predictions
-        scores, written = write_predictions(job, run, best.fit.model, dataset)
-        model_dir = save_model(job, run, best.fit.model, dataset.preprocessor, scores, dataset.identity, matching)
-        report = model_report(job, dataset.identity, compute, best.fit.model, scores, fit=best.fit, matching=matching,
+        scores, written = write_predictions(job, run, model, dataset)
+        model_dir = save_model(job, run, model, dataset.preprocessor, scores, dataset.identity, matching)
+        report = model_report(job, dataset.identity, compute, model, scores, fit=best.fit, matching=matching,
                               preprocessor=dataset.preprocessor, outputs={"model": model_dir, "predictions": written},
                               started=started)
         report.selection, report.criterion, report.best = table, criterion, best.fit.candidate.label

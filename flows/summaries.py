@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from gmm_stream import GaussianMixture
+from gmm_stream.matching import LabelMatching
 from pipeline.preprocess import Preprocessor
 
 from flows.compute import ComputeInfo
 from flows.config import Job
 from flows.exceptions import ConfigError
-from flows.labels import LabelMatching
 from flows.report import RunReport, components_table
 from flows.tasks import CandidateResult, FitResult, Scores
 

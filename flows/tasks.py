@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from pipeline import (
     scores_from,
     write_results,
 )
+from gmm_stream.matching import LabelMatching, contingency
 from pipeline.output_set import OutputSet, Run
 from pipeline.provenance import canonical_json
 from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
@@ -56,7 +57,7 @@ from flows import progress
 from flows.config import Job, ModelConfig
 from flows.demo import ensure_synthetic
 from flows.exceptions import ModelNotFoundError
-from flows.labels import LabelMatching, contingency, label_components
+from flows.labels import label_components
 from flows.preflight import output_set
 from flows.report import RunReport, publish_artifacts, write_report
 
@@ -372,8 +373,9 @@ def overlap_with_previous(job: Job, model: GaussianMixture, Z: xr.DataArray) -> 
 
 
 @task(name="label-components", **IO)
-def label_model(job: Job, model: GaussianMixture, dataset: Dataset) -> LabelMatching:
-    """Put the components in canonical order, or match them to the reference model (in place).
+def label_model(job: Job, model: GaussianMixture, dataset: Dataset) -> tuple[GaussianMixture, LabelMatching]:
+    """A copy of ``model`` with its components in canonical order or matched to the reference model,
+    and the matching (``model`` is unchanged).
 
     With ``labels.reference: previous`` and sample ids shared with the published run's
     predictions, the components are matched by the rows they claim (one more pass over

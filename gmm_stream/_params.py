@@ -229,7 +229,11 @@ class GaussianParams:
                               self.covariance_type, np.asarray(self.covariances).astype(dtype))
 
     def permute(self, order) -> GaussianParams:
-        """The same mixture with its components in ``order`` (``order[j]`` becomes component ``j``)."""
+        """The same mixture with its components in ``order`` (``order[j]`` becomes component ``j``).
+
+        Every array is a new one (the shared covariance of 'tied' included), so the result
+        never aliases these parameters.
+        """
         order = np.asarray(order, dtype=np.intp)
         if sorted(order.tolist()) != list(range(self.n_components)):
             raise InvalidParameterError(f"order {order.tolist()} is not a permutation of 0..{self.n_components - 1}")
@@ -237,9 +241,9 @@ class GaussianParams:
         return GaussianParams(
             self.weights[order],
             self.means[order],
-            self.precisions_cholesky if tied else self.precisions_cholesky[order],
+            self.precisions_cholesky.copy() if tied else self.precisions_cholesky[order],
             self.covariance_type,
-            self.covariances if tied else self.covariances[order],
+            self.covariances.copy() if tied else self.covariances[order],
         )
 
     def n_parameters(self) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "OutputExistsError",
     "InputOverlapError",
     "DiskFullError",
+    "ComponentMatchingError",
     "ConvergenceWarning",
     "EmptyComponentWarning",
     "OverParameterizedWarning",
@@ -97,3 +98,7 @@ class InputOverlapError(GMMStreamError, ValueError):
 
 class DiskFullError(GMMStreamError, OSError):
     """The file system has no room (ENOSPC/EDQUOT) for an output; it is not retried."""
+
+
+class ComponentMatchingError(GMMStreamError, ValueError):
+    """Two mixtures cannot be matched component to component (e.g. different features)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -699,13 +700,52 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as a :class:`GaussianParams` (NumPy arrays)."""
         return self._fitted()
 
+    def permuted(self, order) -> GaussianMixture:
+        """A copy of the fitted model with its components renumbered: ``order[j]`` becomes component ``j``.
+
+        The copy is the same mixture (the same densities and scores); only the labels
+        change, e.g. to keep cluster numbers stable from one scheduled run to the next
+        (``order`` from :mod:`gmm_stream.matching`). This model is left unchanged.
+
+        Parameters
+        ----------
+        order : array-like of shape (n_components,)
+            A permutation of ``0 .. n_components - 1``.
+
+        Returns
+        -------
+        GaussianMixture
+            A new fitted estimator: deep copies of this one's constructor parameters and
+            fitted attributes (``converged_``, ``n_iter_``, ``lower_bound_``,
+            ``lower_bounds_``, ``n_features_in_``, ``feature_names_in_``,
+            ``n_empty_rows_``), with the permuted components.
+
+        Raises
+        ------
+        InvalidParameterError
+            If ``order`` is not a permutation of the components.
+        sklearn.exceptions.NotFittedError
+            If the model is not fitted.
+        """
+        params = self._fitted().permute(order)
+        new = copy.copy(self)
+        new.__dict__ = copy.deepcopy({key: value for key, value in self.__dict__.items() if key != "_params"})
+        new._params = params
+        return new
+
     def permute_components(self, order):
         """Renumber the fitted components in place: ``order[j]`` becomes component ``j``.
 
-        The model is the same mixture; only the labels change (used to keep cluster numbers
-        stable from one scheduled run to the next). Returns ``self``.
+        .. deprecated::
+            Changing a fitted model in place is deprecated; use
+            ``model = model.permuted(order)``, which returns a relabelled copy.
+
+        Returns ``self``.
         """
-        self._params = self._fitted().permute(order)
+        warnings.warn("GaussianMixture.permute_components changes the model in place and is deprecated; "
+                      "use model = model.permuted(order), which returns a relabelled copy",
+                      DeprecationWarning, stacklevel=2)
+        self._params = self.permuted(order).params_
         return self
 
     def _fitted(self) -> GaussianParams:

@@ -10,7 +10,7 @@ the same graph as the sinks' chunk writes, so scoring costs no pass of its own;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
@@ -58,13 +58,6 @@ class Scores:
 
     def criterion(self, name: str) -> float:
         return float(getattr(self, name))
-
-    def relabelled(self, order: list[int]) -> Scores:
-        """The same scores after the components were put in ``order`` (``order[j]`` becomes ``j``)."""
-        new_label = np.empty(len(order), dtype=np.int64)
-        new_label[np.asarray(order)] = np.arange(len(order))
-        labels = np.where(self.sample_labels >= 0, new_label[np.clip(self.sample_labels, 0, None)], -1)
-        return replace(self, sizes=[self.sizes[i] for i in order], sample_labels=labels)
 
 
 def _sketch(block: np.ndarray) -> np.ndarray:

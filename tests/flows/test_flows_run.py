@@ -24,7 +24,6 @@ from pipeline import Preprocessor
 from flows.cli import app
 from flows.fit import fit_flow
 from pipeline.output_set import OutputSet
-from flows.labels import reorder_model
 from flows.predict import predict_flow
 from flows_testing import (
     CONFIGS,
@@ -174,6 +173,11 @@ def test_select_job(env):
     assert (model.n_components, model.covariance_type) == (best["n_components"], best["covariance_type"])
     assert (best["n_components"], best["covariance_type"]) == (4, "full")  # the data have 4 clusters
     assert np.all(table["icl"] >= table["bic"])
+    # the saved model is the relabelled one, and the scores saved with it are its own
+    assert np.all(np.diff(model.weights_) <= 0)
+    labels = pd.read_parquet(out / "predictions.parquet")["label"].to_numpy()
+    training = json.loads((out / "model" / "training.json").read_text())
+    assert training["sizes"] == np.bincount(labels[labels >= 0], minlength=model.n_components).tolist()
     assert (out / "report" / "criterion.png").stat().st_size > 0
     run = last_flow_run("gmm-stream-select")
     assert "select-demo-select-criteria" in artifact_keys(run.id)
@@ -210,9 +214,8 @@ def test_label_continuity_on_shuffled_data(tmp_path):
     day1 = read_predictions(tmp_path / "day1" / "pred.parquet")["label"]
 
     # a reference whose components are NOT in canonical order: the matching must follow it
-    reference = load_model(tmp_path / "day1" / "model")
     perm = [2, 0, 1]  # reference component j = day-1 component perm[j]
-    reorder_model(reference, perm)
+    reference = load_model(tmp_path / "day1" / "model").permuted(perm)
     reference.save(tmp_path / "reference")
     expected = pd.Series(np.argsort(perm)[day1.to_numpy()], index=day1.index)
 
