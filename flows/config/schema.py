@@ -1,114 +1,67 @@
-"""The YAML job: one pydantic schema, loaded with ``yaml.safe_load`` and checked before any data is read.
+"""The pydantic models of a job: :class:`Job` and its sections, checked before any data is read.
 
-A job names its flow (``fit``, ``predict`` or ``select``), the source, the preprocessing
-steps, the model, the model-selection grid, the outputs, the compute and checkpointing::
-
-    flow: fit
-    source: {format: parquet, path: ${DATA}/cells.parquet, selection: {id_column: cell_id}}
-    preprocessing: [standardize, {name: pca, n_components: 10}]
-    model: {n_components: 8, covariance_type: full}
-    output: {directory: out/cells, sinks: [{format: parquet, path: predictions.parquet}]}
-
-Rules
------
-- Unknown keys, wrong types and impossible values are rejected with one line per problem,
-  ``file: key.path: message`` (e.g. ``job.yaml: model.n_components: must be >= 1, got 0``),
-  raised together as one :class:`~flows.exceptions.ConfigError`. Nothing touches the data.
-- Paths may reference environment variables: ``$VAR``, ``${VAR}`` or ``${VAR:-default}``; an
-  unset variable without a default is an error. ``~`` is expanded.
-- Relative input paths (``source.path``, ``output.directory``, ``predict.model``,
-  ``labels.reference``) are relative to the working directory (or the ``base_dir`` given to
-  :func:`load_job`); sink paths and ``predict.anomalies`` are relative to ``output.directory``.
-  URLs (``s3://...``) are left as they are. After loading, every local path is absolute.
-- Integers and booleans are strict (``"3"``, ``true`` or ``2.0`` are not integers); numbers
-  may be written ``1e-4`` (which YAML 1.1 reads as a string).
-
-Strictness and bounds
----------------------
-- A job file is at most 1 MiB (:data:`MAX_JOB_BYTES`) of UTF-8 text, nested at most
-  :data:`MAX_DEPTH` levels deep.
-- A key given twice in one mapping is an error naming both lines
-  (``model.n_components: duplicate key (lines 5 and 9); keep one``).
-- YAML anchors and aliases (``&name``, ``*name``) are refused while the file is parsed, before
-  anything is expanded (so a "billion laughs" file fails at once): write the values out.
-- ``--set`` values are read with the same rules.
-- Numbers must be finite: ``.inf``, ``.nan`` and numbers beyond the float range (``1e400``)
-  are refused everywhere, including the entries of ``means_init``, ``weights_init`` and
-  ``precisions_init``.
-- Counts, sizes and durations have upper bounds: fixed ones in the schema (e.g.
-  ``model.max_iter <= 10**6``, ``compute.timeout <= 3600`` s) and ones from this machine
-  (threads at most 4 per core, ``memory_limit`` x ``n_workers`` at most the physical memory,
-  ``source.chunk_bytes`` at most half of it).
-- Sink paths and ``predict.anomalies`` must lie inside ``output.directory`` (a run's outputs
-  are published together), and not under a name the run layout reserves there
-  (:data:`RESERVED_OUTPUT_NAMES`, or a name starting with ``.``).
+The rules a job file follows are in the package docstring (:mod:`flows.config`).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
-import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from flows.exceptions import ConfigError, JobNotFoundError
+from flows.config.errors import _Keyed, _non_finite, _not_finite
+from flows.config.limits import (
+    MAX_CHECKPOINT_EVERY,
+    MAX_COMPONENTS,
+    MAX_FEATURES,
+    MAX_GRID,
+    MAX_ITER,
+    MAX_N_INIT,
+    MAX_PLOT_POINTS,
+    MAX_ROWS,
+    MAX_SEED,
+    MAX_SYNTHETIC_GRID,
+    MAX_TIMEOUT,
+    THREADS_PER_CORE,
+    ByteSize,
+    MemoryLimit,
+    _bytes,
+    _cpu_count,
+    _max_threads,
+    _parse_size,
+    _physical_memory,
+)
+from flows.config.paths import InputPath, OutputPath, _input_path, _relative_to, _resolve, expand_env
 
 __all__ = [
-    "Job",
-    "load_job",
-    "parse_job",
-    "apply_overrides",
-    "job_json_schema",
-    "expand_env",
-    "COVARIANCE_TYPES",
-    "CRITERIA",
-    "MAX_JOB_BYTES",
-    "MAX_DEPTH",
-    "RESERVED_OUTPUT_NAMES",
+    "Job", "SyntheticConfig", "ZarrSelection", "ParquetSelection", "AnnDataSelection", "ZarrSource",
+    "ParquetSource", "AnnDataSource", "SourceConfig", "Log1pStep", "StandardizeStep", "PCAStep", "Step",
+    "ModelConfig", "SelectionConfig", "PredictConfig", "ZarrSinkConfig", "ParquetSinkConfig",
+    "AnnDataSinkConfig", "SinkConfig", "OutputConfig", "ThreadsCompute", "LocalClusterCompute",
+    "SchedulerCompute", "ComputeConfig", "CheckpointConfig", "LabelsConfig", "ReportConfig",
+    "COVARIANCE_TYPES", "CRITERIA", "STEP_ORDER", "RESERVED_OUTPUT_NAMES",
+    "CovarianceType", "Int", "PositiveInt", "NonNegInt", "Seed", "Bool", "Name", "Str",
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 CRITERIA = ("bic", "aic", "icl")
 
-#: The largest job file :func:`load_job` reads (1 MiB): a job describes the data, it does not hold them.
-MAX_JOB_BYTES = 1 << 20
-#: The deepest nesting of YAML collections in a job file (``precisions_init`` needs 5).
-MAX_DEPTH = 32
-#: The longest integer literal (in characters) a job file may hold.
-MAX_INT_DIGITS = 100
 #: Names the run layout uses at the top of ``output.directory``; sinks may not go under them.
 RESERVED_OUTPUT_NAMES = ("runs", "current", "model", "report", "checkpoint")
-
-MAX_ROWS = 10**9  #: rows per chunk, rows held by the initialisation, synthetic rows
-MAX_COMPONENTS = 10**5  #: mixture components (model, selection grid, synthetic data)
-MAX_FEATURES = 10**5  #: synthetic features, PCA axes
-MAX_ITER = 10**6  #: EM iterations
-MAX_N_INIT = 1000  #: EM restarts
-MAX_GRID = 1000  #: values of one selection-grid axis
-MAX_TIMEOUT = 3600.0  #: seconds to wait for a Dask scheduler
-MAX_PLOT_POINTS = 10**6  #: rows in the report's scatter plot
-MAX_CHECKPOINT_EVERY = 10**6  #: EM iterations between checkpoints
-MAX_SYNTHETIC_GRID = 10**6  #: candidate centres of synthetic data, ceil(k ** (1 / d)) ** d
-MAX_SEED = 2**32 - 1  #: numpy's RandomState accepts seeds below 2**32
-THREADS_PER_CORE = 4  #: Dask threads (all workers together) per core of this machine
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 Int = Annotated[int, Field(strict=True)]
@@ -120,153 +73,11 @@ Name = Annotated[str, Field(strict=True, min_length=1, pattern=r"^[A-Za-z0-9][A-
 Str = Annotated[str, Field(strict=True, min_length=1)]
 
 
-# ----------------------------------------------------------------------- paths and env
-
-
-_ENV = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` by their values.
-
-    Raises
-    ------
-    ValueError
-        If a variable is unset (or empty, for the ``:-`` form) and has no default.
-    """
-    env = os.environ if environ is None else environ
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group("braced") or match.group("plain")
-        default = match.group("default")
-        value = env.get(name)
-        if value is None or (default is not None and value == ""):
-            if default is not None:
-                return default
-            raise ValueError(
-                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
-            )
-        return value
-
-    return _ENV.sub(replace, text)
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path
-
-
-def _resolve(path: str, base: str | os.PathLike[str] | None) -> str:
-    if _is_url(path):
-        return path
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base is not None:
-        p = Path(base) / p
-    return os.path.normpath(p) if p.is_absolute() else str(p)
-
-
-def _input_path(value: str, info: ValidationInfo) -> str:
-    base = (info.context or {}).get("base_dir")
-    return _resolve(expand_env(value), base)
-
-
-def _env_only(value: str) -> str:
-    return expand_env(value)
-
-
-#: A path relative to the working directory (or ``base_dir``); env vars expanded.
-InputPath = Annotated[str, Field(strict=True, min_length=1), AfterValidator(_input_path)]
-#: A path relative to ``output.directory``; env vars expanded.
-OutputPath = Annotated[str, Field(strict=True, min_length=1), AfterValidator(_env_only)]
-
-
 def _scheduler_address(value: str) -> str:
     value = expand_env(value)
     if not re.fullmatch(r"(tcp|tls|ucx|ws|wss|inproc)://[^\s/:]+(:\d+)?/?", value):
         raise ValueError(f"must be a Dask scheduler address like 'tcp://10.0.0.5:8786', got {value!r}")
     return value
-
-
-def _parse_size(value: int | str) -> int:
-    """The number of bytes of a size already checked by :func:`_byte_size` (not ``'auto'``)."""
-    from dask.utils import parse_bytes
-
-    return int(parse_bytes(value)) if isinstance(value, str) else int(value)
-
-
-def _byte_size(value: Any, *, allow_zero: bool = False) -> Any:
-    from dask.utils import parse_bytes
-
-    if isinstance(value, bool):
-        raise ValueError(f"must be a size like '2GiB' or a number of bytes, got {value!r}")
-    if isinstance(value, str) and value != "auto":
-        try:
-            size = parse_bytes(value)
-        except (ValueError, TypeError, OverflowError):
-            raise ValueError(f"must be a size like '2GiB', '512MB' or a number of bytes, got {value!r}") from None
-        if size < 0 or (size == 0 and not allow_zero):
-            raise ValueError(f"must be positive, got {value!r}")
-    if isinstance(value, int) and (value < 0 or (value == 0 and not allow_zero)):
-        raise ValueError(f"must be positive, got {value!r}")
-    return value
-
-
-def _memory_size(value: Any) -> Any:
-    return _byte_size(value, allow_zero=True)
-
-
-_SizeValue = Union[Annotated[int, Field(strict=True)], Annotated[str, Field(strict=True)]]
-ByteSize = Annotated[_SizeValue, AfterValidator(_byte_size)]
-#: A byte size, ``'auto'``, or 0 (Dask's "no limit").
-MemoryLimit = Annotated[_SizeValue, AfterValidator(_memory_size)]
-
-
-# ------------------------------------------------------------------- this machine
-
-
-def _cpu_count() -> int:
-    """Cores of this machine (1 when the OS does not say)."""
-    return os.cpu_count() or 1
-
-
-def _physical_memory() -> int:
-    """Bytes of physical memory of this machine."""
-    import psutil
-
-    return int(psutil.virtual_memory().total)
-
-
-def _bytes(n: float) -> str:
-    from dask.utils import format_bytes
-
-    return format_bytes(int(n))
-
-
-def _max_threads() -> int:
-    return THREADS_PER_CORE * _cpu_count()
-
-
-class _Keyed(ValueError):
-    """Problems found by a model validator, each with its key path below the model."""
-
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{k}: {m}" for k, m in self.problems))
-
-
-def _not_finite(value: Any) -> str:
-    """The message for an inf or nan ``value`` (a float, or the string it was read from)."""
-    return (f"must be a finite number, got {value!r} (.inf, .nan and numbers beyond the float range, "
-            "about 1.8e308, are not allowed)")
-
-
-def _non_finite(value: Any, key: str = "") -> list[tuple[str, float]]:
-    """``(key.path, number)`` of every inf or nan float in nested mappings and lists."""
-    if isinstance(value, float):
-        return [] if math.isfinite(value) else [(key, value)]
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    return [found for k, v in items for found in _non_finite(v, f"{key}.{k}" if key else str(k))]
 
 
 class _Model(BaseModel):
@@ -914,390 +725,3 @@ class Job(_Model):
         """The job as JSON-able values (stamped on outputs, hashed for provenance)."""
         return self.model_dump(mode="json")
 
-
-def _relative_to(path: str, base: str) -> str | None:
-    """``path`` relative to ``base`` as a normalised POSIX path (``"."`` if equal), or None if outside."""
-    if _is_url(base) or _is_url(path):
-        if not _is_url(path):
-            if os.path.isabs(path):
-                return None
-            rel = posixpath.normpath(path)
-        elif not _is_url(base):
-            return None
-        else:
-            root = base.rstrip("/")
-            target = path.rstrip("/")
-            if target == root:
-                return "."
-            if not target.startswith(root + "/"):
-                return None
-            rel = posixpath.normpath(target[len(root) + 1:])
-    else:
-        rel = os.path.relpath(path, base) if os.path.isabs(path) else os.path.normpath(path)
-        rel = Path(rel).as_posix()
-    if rel == ".." or rel.startswith("../"):
-        return None
-    return rel
-
-
-# ----------------------------------------------------------------------- error report
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    if get_origin(annotation) is Annotated:
-        return _models_in(get_args(annotation)[0])
-    out: list[type[BaseModel]] = []
-    for arg in get_args(annotation):
-        out += _models_in(arg)
-    return out
-
-
-def _clean_loc(loc: Sequence[str | int], keep_last: bool) -> tuple[list[str | int], list[type[BaseModel]]]:
-    """Drop union tags and validator names from a pydantic location; return the models at its end."""
-    candidates: list[type[BaseModel]] = [Job]
-    out: list[str | int] = []
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out.append(part)
-            continue
-        owners = [m for m in candidates if part in m.model_fields]
-        if owners:
-            out.append(part)
-            candidates = [x for m in owners for x in _models_in(m.model_fields[part].annotation)]
-        elif keep_last and i == len(loc) - 1:
-            out.append(part)
-        else:  # a union tag (e.g. 'parquet'): keep the member it names
-            tagged = [m for m in candidates if any(
-                get_origin(f.annotation) is Literal and get_args(f.annotation) == (part,)
-                for f in m.model_fields.values())]
-            candidates = tagged or candidates
-    return out, candidates
-
-
-def _describe(value: Any) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping", type(None): "null"}
-    kind = kinds.get(type(value), type(value).__name__)
-    if value is None:
-        return "null"
-    if isinstance(value, (dict, list)):
-        return kind
-    return f"{kind} {value!r}"
-
-
-def _message(err: Mapping[str, Any], candidates: list[type[BaseModel]]) -> str:
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1])
-        known = sorted({f for m in candidates for f in m.model_fields})
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})" if known else ""
-        return f"unknown key{hint}"
-    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
-    if kind in bounds:
-        op, key = bounds[kind]
-        return f"must be {op} {ctx[key]}, got {value!r}"
-    if kind == "literal_error":
-        return f"must be one of {ctx['expected']}, got {_describe(value)}"
-    if kind in ("union_tag_invalid",):
-        return f"must be one of {ctx['expected_tags']}, got {ctx['tag']!r}"
-    if kind == "union_tag_not_found":
-        return "required key is missing"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be an integer, got {_describe(value)}"
-    if kind == "finite_number":
-        return _not_finite(value)
-    if kind in ("float_type", "float_parsing"):
-        return f"must be a number, got {_describe(value)}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false, got {_describe(value)}"
-    if kind == "string_type":
-        return f"must be a string, got {_describe(value)}"
-    if kind == "list_type":
-        return f"must be a list, got {_describe(value)}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"must be a mapping of keys to values, got {_describe(value)}"
-    if kind == "too_short":
-        return f"must have at least {ctx['min_length']} item(s)"
-    if kind == "too_long":
-        return f"must have at most {ctx['max_length']} item(s), got {ctx.get('actual_length', 'more')}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "string_pattern_mismatch":
-        return f"must match the pattern {ctx['pattern']}, got {value!r}"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return str(err["msg"])
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for err in exc.errors():
-        loc, candidates = _clean_loc(err["loc"], keep_last=err["type"] == "extra_forbidden")
-        error = (err.get("ctx") or {}).get("error")
-        if isinstance(error, _Keyed):
-            items = [(loc + k.split("."), m) for k, m in error.problems]
-        else:
-            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                loc = loc + [str(err["ctx"]["discriminator"]).strip("'")]
-            items = [(loc, _message(err, candidates))]
-        for path, message in items:
-            key = ".".join(str(p) for p in path)
-            if (key, message) not in seen:
-                seen.add((key, message))
-                problems.append((key, message))
-    return problems
-
-
-# ------------------------------------------------------------------------ strict YAML
-
-
-class _YAMLProblem(yaml.YAMLError):
-    """A job-file rule broken while reading the YAML, at ``key`` (dotted; "" for the top)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        self.message = message
-        super().__init__(f"{key}: {message}" if key else message)
-
-
-class _JobLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with the rules of job files.
-
-    - no anchors or aliases: refused when the parser meets them, before anything is composed
-      or expanded (a "billion laughs" document costs nothing);
-    - nesting at most :data:`MAX_DEPTH` levels (the composer recurses once per level);
-    - no key twice in one mapping (PyYAML keeps the last one silently);
-    - integer literals of at most :data:`MAX_INT_DIGITS` characters.
-
-    Problems are :class:`_YAMLProblem` errors naming the dotted key path (``prefix`` first:
-    the ``--set`` key a value is read for) and the line, or the column when ``columns``
-    (a one-line ``--set`` value).
-    """
-
-    def __init__(self, stream: str, *, prefix: Sequence[str] = (), what: str = "job files",
-                 columns: bool = False) -> None:
-        super().__init__(stream)
-        self._keys: list[str | None] = list(prefix)
-        self._depth = 0
-        self._what = what
-        self._one_line = columns
-        self._node_keys: dict[int, str] = {}
-
-    def _key(self) -> str:
-        return ".".join(k for k in self._keys if k is not None)
-
-    def _at(self, mark: yaml.Mark) -> str:
-        return f"column {mark.column + 1}" if self._one_line else f"line {mark.line + 1}"
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        part = index.value if isinstance(index, yaml.ScalarNode) else str(index) if isinstance(index, int) else None
-        self._keys.append(part)
-        self._depth += 1
-        try:
-            key, event = self._key(), self.peek_event()
-            if isinstance(event, yaml.AliasEvent):
-                raise _YAMLProblem(key, f"{self._at(event.start_mark)}: YAML aliases (*{event.anchor}) are not "
-                                        f"allowed in {self._what}; write the value out")
-            if getattr(event, "anchor", None) is not None:
-                raise _YAMLProblem(key, f"{self._at(event.start_mark)}: YAML anchors (&{event.anchor}) are not "
-                                        f"allowed in {self._what} (aliases are refused); write the value out")
-            if self._depth > MAX_DEPTH:
-                raise _YAMLProblem(key, f"{self._at(event.start_mark)}: nested more than {MAX_DEPTH} levels "
-                                        f"deep; a job is at most {MAX_DEPTH} levels of mappings and lists")
-            node = super().compose_node(parent, index)
-            self._node_keys[id(node)] = key
-            return node
-        finally:
-            self._depth -= 1
-            self._keys.pop()
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # unhashable: the base class reports it
-                    continue
-                if first is not None:
-                    where = self._node_keys.get(id(node), "")
-                    name = str(getattr(key_node, "value", key))
-                    marks = (first.start_mark, key_node.start_mark)
-                    at = (f"columns {marks[0].column + 1} and {marks[1].column + 1}" if self._one_line
-                          else f"lines {marks[0].line + 1} and {marks[1].line + 1}")
-                    raise _YAMLProblem(f"{where}.{name}" if where else name, f"duplicate key ({at}); keep one")
-                seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        if len(node.value) > MAX_INT_DIGITS:
-            raise _YAMLProblem(self._node_keys.get(id(node), ""),
-                               f"{self._at(node.start_mark)}: an integer of {len(node.value)} characters; "
-                               f"integers in {self._what} have at most {MAX_INT_DIGITS}")
-        return super().construct_yaml_int(node)
-
-
-_JobLoader.add_constructor("tag:yaml.org,2002:int", _JobLoader.construct_yaml_int)
-
-
-def _load_yaml(text: str, *, prefix: Sequence[str] = (), what: str = "job files", columns: bool = False) -> Any:
-    """Read one YAML document with the :class:`_JobLoader` rules."""
-    loader = _JobLoader(text, prefix=prefix, what=what, columns=columns)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _set_path(data: Any, keys: list[str], value: Any, option: str) -> None:
-    node = data
-    for depth, key in enumerate(keys):
-        last = depth == len(keys) - 1
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise ValueError(f"--set {option}: {'.'.join(keys[:depth + 1])} is not an index of the list")
-            index: Any = int(key)
-        elif isinstance(node, dict):
-            index = key
-        else:
-            raise ValueError(f"--set {option}: {'.'.join(keys[:depth])} is not a mapping")
-        if last:
-            node[index] = value
-        else:
-            if isinstance(node, dict) and node.get(index) is None:
-                node[index] = {}
-            node = node[index]
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (value read as YAML) to a job mapping, in order.
-
-    ``model.n_components=12`` sets an integer, ``output.sinks.0.path=x.parquet`` an item of a
-    list, ``preprocessing=[standardize]`` a list. Missing mappings on the way are created.
-    Values follow the rules of job files (no duplicate keys, anchors or aliases).
-
-    Raises
-    ------
-    ValueError
-        If an override is malformed, its value is not valid YAML, or its path does not exist.
-        A value breaking a job-file rule raises a ``ValueError`` whose ``problems`` name the key.
-    """
-    for option in overrides:
-        key, sep, text = option.partition("=")
-        keys = key.strip().split(".")
-        if not sep or not all(keys):
-            raise ValueError(f"--set {option!r}: expected KEY.PATH=VALUE, e.g. model.n_components=12")
-        try:
-            one_line = "\n" not in text.strip()
-            value = _load_yaml(text, prefix=keys, what="--set values", columns=one_line) if text.strip() else ""
-        except _YAMLProblem as err:
-            raise _Keyed([(err.key, f"--set {option!r}: {err.message}")]) from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"--set {option!r}: the value is not valid YAML ({err.__class__.__name__})") from None
-        _set_path(data, keys, value, option)
-    return data
-
-
-def parse_job(
-    data: Any,
-    *,
-    file: str = "<job>",
-    overrides: Sequence[str] = (),
-    base_dir: str | os.PathLike[str] | None = None,
-) -> Job:
-    """Validate a job mapping (as ``yaml.safe_load`` returns it); see :func:`load_job`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(file, [("", f"the job must be a mapping of keys to values, got {_describe(data)}")])
-    try:
-        data = apply_overrides(data, overrides)
-    except _Keyed as err:
-        raise ConfigError(file, err.problems) from None
-    except ValueError as err:
-        raise ConfigError(file, [("", str(err))]) from None
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    try:
-        return Job.model_validate(data, context={"base_dir": str(base.absolute())})
-    except ValidationError as err:
-        raise ConfigError(file, _problems(err)) from None
-
-
-def load_job(
-    path: str | os.PathLike[str],
-    overrides: Sequence[str] = (),
-    *,
-    base_dir: str | os.PathLike[str] | None = None,
-) -> Job:
-    """Read, override and validate a YAML job; no data is read.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The YAML file: UTF-8, at most 1 MiB (:data:`MAX_JOB_BYTES`), read like
-        ``yaml.safe_load`` but strictly: a key twice in a mapping, anchors and aliases
-        (``&name``, ``*name``), nesting deeper than :data:`MAX_DEPTH` levels are errors.
-    overrides : sequence of str
-        ``key.path=value`` items applied before validation (the CLI's ``--set``); the values
-        are read with the same rules.
-    base_dir : path, optional
-        Directory that relative input paths are relative to (default: the working directory).
-
-    Returns
-    -------
-    Job
-
-    Raises
-    ------
-    JobNotFoundError
-        If the file does not exist.
-    ConfigError
-        With one ``file: key.path: message`` line per problem (size, encoding, YAML syntax,
-        duplicate keys, aliases, unknown keys, wrong types, impossible or non-finite values,
-        values beyond their bounds or this machine, outputs outside ``output.directory``,
-        unset environment variables).
-    """
-    file = str(path)
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_JOB_BYTES + 1)
-    except FileNotFoundError:
-        raise JobNotFoundError(f"job file {file} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(file, [("", "is a directory, not a YAML job file")]) from None
-    if len(raw) > MAX_JOB_BYTES:
-        raise ConfigError(file, [("", f"is larger than {MAX_JOB_BYTES} bytes (1 MiB), the most a job file may be; "
-                                      "a job describes the data, it does not hold them")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(file, [("", f"is not UTF-8 text (byte {err.start}); save the job file as UTF-8")]) from None
-    try:
-        data = _load_yaml(text)
-    except _YAMLProblem as err:
-        raise ConfigError(file, [(err.key, err.message)]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(file, [("", f"invalid YAML: {where}{problem}")]) from None
-    return parse_job(data, file=file, overrides=overrides, base_dir=base_dir)
-
-
-def job_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a job file (for editors that validate YAML)."""
-    schema = Job.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
