@@ -7,7 +7,8 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.preprocess` -- ``log1p``, standardisation and PCA fitted out of core;
 - :mod:`pipeline.results` -- lazy labels / probabilities / log-densities of a model;
 - :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped;
-- :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
+- :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time);
+- :mod:`pipeline.options` -- the options each source and sink declares, with their rules.
 """
 
 from __future__ import annotations

@@ -5,23 +5,29 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
+from pipeline.options import NonEmptyStr, Options
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks.base import Sink
 
-__all__ = ["ParquetSink", "METADATA_KEY"]
+__all__ = ["ParquetSink", "ParquetSinkOptions", "METADATA_KEY", "COMPRESSIONS"]
 
 logger = logging.getLogger(__name__)
 
 #: Key of the stamp (JSON) in the Parquet schema metadata of every file.
 METADATA_KEY: bytes = b"gmm_stream"
+
+Compression = Literal["snappy", "zstd", "gzip", "lz4", "brotli", "none"]
+#: The codecs the sink writes with (``pyarrow.parquet.write_table``'s; "none": uncompressed).
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 
 
 def _write_part(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, logdens: np.ndarray,
@@ -37,6 +43,13 @@ def _write_part(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarr
     table = pa.table(columns).replace_schema_metadata(metadata)
     pq.write_table(table, path, compression=compression, use_dictionary=[id_column])
     return len(labels)
+
+
+class ParquetSinkOptions(Options):
+    """The options of :class:`ParquetSink`."""
+
+    id_column: NonEmptyStr = Field("sample_id", description="Name of the column of sample ids.")
+    compression: Compression = Field("snappy", description="Codec of the Parquet files.")
 
 
 class ParquetSink(Sink):
@@ -56,16 +69,18 @@ class ParquetSink(Sink):
         Local directory of the new dataset.
     overwrite : bool, default False
     id_column : str, default "sample_id"
-    compression : str, default "snappy"
+    compression : {"snappy", "zstd", "gzip", "lz4", "brotli", "none"}, default "snappy"
     """
 
     kind = "parquet"
+    options_model = ParquetSinkOptions
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
                  id_column: str = "sample_id", compression: str = "snappy") -> None:
         super().__init__(path, overwrite=overwrite)
-        self.id_column = id_column
-        self.compression = compression
+        options = self._checked_options(id_column=id_column, compression=compression)
+        self.id_column = options.id_column
+        self.compression = options.compression
 
     def _write(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any]) -> None:
         tmp.mkdir()

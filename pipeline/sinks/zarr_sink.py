@@ -11,13 +11,15 @@ from typing import Any, Literal
 
 import dask.array as da
 import zarr
+from pydantic import Field
 from zarr.errors import ZarrUserWarning
 
+from pipeline.options import Options
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks.base import Sink, str_block
 
-__all__ = ["ZarrSink"]
+__all__ = ["ZarrSink", "ZarrSinkOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ def consolidate(path: str | os.PathLike[str], zarr_format: Literal[2, 3]) -> Non
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
                                 category=ZarrUserWarning)
         zarr.consolidate_metadata(str(path), zarr_format=zarr_format)
+
+
+class ZarrSinkOptions(Options):
+    """The options of :class:`ZarrSink`."""
+
+    zarr_format: Literal[2, 3] = Field(3, description="Zarr format of the store (2 for readers without v3).")
 
 
 class ZarrSink(Sink):
@@ -70,11 +78,12 @@ class ZarrSink(Sink):
     """
 
     kind = "zarr"
+    options_model = ZarrSinkOptions
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
                  zarr_format: Literal[2, 3] = 3) -> None:
         super().__init__(path, overwrite=overwrite)
-        self.zarr_format = zarr_format
+        self.zarr_format = self._checked_options(zarr_format=zarr_format).zarr_format
 
     def _create(self, group: zarr.Group, name: str, array: da.Array, dims: list[str]) -> zarr.Array:
         chunks = tuple(c[0] if c[0] else 1 for c in array.chunks)
