@@ -22,6 +22,11 @@ Rules
   URLs (``s3://...``) are left as they are. After loading, every local path is absolute.
 - Integers and booleans are strict (``"3"``, ``true`` or ``2.0`` are not integers); numbers
   may be written ``1e-4`` (which YAML 1.1 reads as a string).
+- What the lower layers decide is theirs, with their messages: ``model.weights_init``,
+  ``means_init`` and ``precisions_init`` follow the estimator's rules
+  (:func:`gmm_stream.check_initial_parameters`, what ``fit`` applies; the data's features,
+  unknown before the data are read, are those of ``means_init``), and ``source.selection``
+  and the options of each sink are those of the pipeline class (its ``options_model``).
 
 Strictness and bounds
 ---------------------

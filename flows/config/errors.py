@@ -3,7 +3,8 @@
 :class:`~flows.exceptions.ConfigError` formats the problems as ``file: key.path: message``
 lines; this module finds the key path of each error (dropping pydantic's union tags and
 validator names) and words its message (``must be >= 1, got 0``, ``unknown key (did you mean
-'n_components'?)``). Validators that find several problems raise :class:`_Keyed`, which
+'n_components'?)``). Validators that find several problems raise :class:`_Keyed` (or, in the
+sections that are pipeline options models, :class:`pipeline.exceptions.OptionsError`), which
 names the key path of each below the model.
 """
 
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+from pipeline.exceptions import OptionsError
 
 class _Keyed(ValueError):
     """Problems found by a model validator, each with its key path below the model."""
@@ -139,7 +142,7 @@ def _problems(exc: ValidationError, root: type[BaseModel]) -> list[tuple[str, st
     for err in exc.errors():
         loc, candidates = _clean_loc(err["loc"], keep_last=err["type"] == "extra_forbidden", root=root)
         error = (err.get("ctx") or {}).get("error")
-        if isinstance(error, _Keyed):
+        if isinstance(error, (_Keyed, OptionsError)):
             items = [(loc + k.split("."), m) for k, m in error.problems]
         else:
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):

@@ -1,6 +1,12 @@
 """The pydantic models of a job: :class:`Job` and its sections, checked before any data is read.
 
-The rules a job file follows are in the package docstring (:mod:`flows.config`).
+The rules a job file follows are in the package docstring (:mod:`flows.config`). The choices
+and rules of the lower layers are theirs, not re-stated here: the covariance types and
+``init_params`` are :mod:`gmm_stream`'s, the ``*_init`` arrays are checked by
+:func:`gmm_stream.check_initial_parameters` (what ``fit`` applies), the order of the
+preprocessing steps is :data:`pipeline.preprocess.STEP_ORDER`, and the selection of each
+source and the options of each sink are the options model of its pipeline class
+(:mod:`pipeline.options`), read with the job's strictness.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from gmm_stream import COVARIANCE_TYPES, INIT_PARAMS, check_initial_parameters
+from gmm_stream.exceptions import InvalidParameterError
+from pipeline.preprocess import STEP_ORDER
+from pipeline.sinks import SINKS, AnnDataSinkOptions, ParquetSinkOptions, ZarrSinkOptions
+from pipeline.sinks.anndata_sink import KeyAdded
+from pipeline.sources import AnnDataSourceOptions, ParquetSourceOptions, ZarrSourceOptions
 
 from flows.config.errors import _Keyed, _non_finite, _not_finite
 from flows.config.limits import (
@@ -57,13 +70,13 @@ __all__ = [
     "CovarianceType", "Int", "PositiveInt", "NonNegInt", "Seed", "Bool", "Name", "Str",
 ]
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 CRITERIA = ("bic", "aic", "icl")
 
 #: Names the run layout uses at the top of ``output.directory``; sinks may not go under them.
 RESERVED_OUTPUT_NAMES = ("runs", "current", "model", "report", "checkpoint")
 
-CovarianceType = Literal["full", "tied", "diag", "spherical"]
+CovarianceType = Literal[COVARIANCE_TYPES]
+InitParams = Literal[INIT_PARAMS]
 Int = Annotated[int, Field(strict=True)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
@@ -122,57 +135,23 @@ class SyntheticConfig(_Model):
         return self
 
 
-class ZarrSelection(_Model):
+class _Options(_Model):
+    """A section that is a pipeline options model (:mod:`pipeline.options`): its fields and
+    rules, read strictly (``true``/``false`` only, no numbers for names) as the rest of a job."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False, strict=True)
+
+
+class ZarrSelection(ZarrSourceOptions, _Options):
     """What to read inside a Zarr store (see :class:`pipeline.sources.ZarrSource`)."""
 
-    array: Str | None = Field(None, description="Array name inside the group.")
-    group: Str | None = Field(None, description="Group path inside the store.")
-    variable: Str | None = Field(None, description="Variable of an xarray dataset in Zarr (instead of array).")
-    sample_ids: Str | None = Field(None, description="Sibling 1-D array with the sample ids.")
-    feature_names: Str | None = Field(None, description="Sibling 1-D array with the feature names.")
-    allow_missing_chunks: Bool = Field(
-        False, description="Read chunks missing from the store as the fill value instead of failing.")
 
-    @model_validator(mode="after")
-    def _one_of(self) -> ZarrSelection:
-        if self.array is not None and self.variable is not None:
-            raise _Keyed([("variable", "give either array or variable, not both")])
-        return self
-
-
-class ParquetSelection(_Model):
+class ParquetSelection(ParquetSourceOptions, _Options):
     """Which Parquet columns are the features, and which holds the sample ids."""
 
-    columns: list[Str] | None = Field(
-        None, min_length=1, description="Feature columns (default: every numeric column).")
-    id_column: Str | None = Field(None, description="Column holding the sample ids.")
 
-    @model_validator(mode="after")
-    def _distinct(self) -> ParquetSelection:
-        problems = []
-        if self.columns is not None:
-            dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
-            if dupes:
-                problems.append(("columns", f"columns are listed twice: {dupes}"))
-            if self.id_column is not None and self.id_column in self.columns:
-                problems.append(("id_column", f"{self.id_column!r} is also a feature column"))
-        if problems:
-            raise _Keyed(problems)
-        return self
-
-
-class AnnDataSelection(_Model):
+class AnnDataSelection(AnnDataSourceOptions, _Options):
     """``X``, a layer, or an ``obsm`` matrix (e.g. ``X_pca``) of an AnnData file."""
-
-    layer: Str | None = Field(None, description="adata.layers[layer] instead of X.")
-    obsm: Str | None = Field(None, description="adata.obsm[obsm] (e.g. X_pca) instead of X.")
-    sparse: Literal["densify", "raise"] = Field("densify", description="What to do with a sparse X.")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> AnnDataSelection:
-        if self.layer is not None and self.obsm is not None:
-            raise _Keyed([("obsm", "give either layer or obsm, not both")])
-        return self
 
 
 class _SourceBase(_Model):
@@ -283,7 +262,6 @@ Step = Annotated[
     BeforeValidator(_step_from_name, json_schema_input_type=Union[
         Literal["log1p", "standardize"], Log1pStep, StandardizeStep, PCAStep]),
 ]
-STEP_ORDER = ("log1p", "standardize", "pca")
 
 
 # ------------------------------------------------------------------------------ model
@@ -302,6 +280,33 @@ def _as_array(value: Any, key: str) -> np.ndarray:
     return array
 
 
+#: The initial parameters a job may give, in the order ``fit`` checks them.
+_INITS = ("weights_init", "means_init", "precisions_init")
+
+
+def _init_problems(covariance_type: str, n_components: int,
+                   arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
+    """``(name, message)`` for each ``*_init`` array that ``fit`` would refuse.
+
+    Each is checked on its own by :func:`gmm_stream.check_initial_parameters`, as ``fit``
+    checks it, so the rules and messages are the estimator's. The data's features are not
+    known before the data are read: ``precisions_init`` is checked against the features of
+    ``means_init`` when that passed, else against its own.
+    """
+    problems: list[tuple[str, str]] = []
+    means: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        given = {**means, name: array} if name == "precisions_init" else {name: array}
+        try:
+            check_initial_parameters(covariance_type, n_components, None, **given)
+        except InvalidParameterError as err:
+            problems.append((name, str(err)))
+        else:
+            if name == "means_init":
+                means = {"means_init": array}
+    return problems
+
+
 class ModelConfig(_Model):
     """The estimator's parameters (:class:`gmm_stream.GaussianMixture`, scikit-learn's names).
 
@@ -315,7 +320,7 @@ class ModelConfig(_Model):
     reg_covar: float = Field(1e-6, ge=0, description="Added to every covariance diagonal.")
     max_iter: PositiveInt = Field(100, le=MAX_ITER, description="EM iterations at most.")
     n_init: PositiveInt = Field(1, le=MAX_N_INIT, description="EM restarts; the best is kept.")
-    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+    init_params: InitParams = "kmeans"
     weights_init: list[float] | None = Field(None, description="Shape (n_components,), sums to 1.")
     means_init: list[list[float]] | None = Field(None, description="Shape (n_components, n_features).")
     precisions_init: list[Any] | None = Field(
@@ -329,62 +334,20 @@ class ModelConfig(_Model):
 
     @model_validator(mode="after")
     def _check_inits(self) -> ModelConfig:
+        """The ``*_init`` arrays: numbers of regular shape, finite, then ``fit``'s rules."""
         problems: list[tuple[str, str]] = []
-        k = self.n_components
-        d = None
-        if self.weights_init is not None:
-            try:
-                w = _as_array(self.weights_init, "weights_init")
-            except _Keyed as err:
-                problems += err.problems
-            else:
-                problems += self._check_weights(w, k)
-        if self.means_init is not None:
-            try:
-                m = _as_array(self.means_init, "means_init")
-            except _Keyed as err:
-                problems += err.problems
-            else:
-                if m.ndim != 2 or m.shape[0] != k:
-                    problems.append(("means_init", f"must have {k} rows (n_components), got shape {m.shape}"))
-                else:
-                    d = m.shape[1]
-        if self.precisions_init is not None:
-            problems += self._check_precisions(k, d)
+        arrays: dict[str, np.ndarray] = {}
+        for name in _INITS:
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    arrays[name] = _as_array(value, name)
+                except _Keyed as err:
+                    problems += err.problems
+        problems += _init_problems(self.covariance_type, self.n_components, arrays)
         if problems:
             raise _Keyed(problems)
         return self
-
-    @staticmethod
-    def _check_weights(w: np.ndarray, k: int) -> list[tuple[str, str]]:
-        if w.shape != (k,):
-            return [("weights_init", f"must have {k} entries (n_components), got {w.size}")]
-        if np.any(w < 0) or np.any(w > 1) or not np.isclose(w.sum(), 1.0):
-            return [("weights_init", f"must be in [0, 1] and sum to 1, got sum {w.sum():.6g}")]
-        return []
-
-    def _check_precisions(self, k: int, d: int | None) -> list[tuple[str, str]]:
-        try:
-            p = _as_array(self.precisions_init, "precisions_init")
-        except _Keyed as err:
-            return err.problems
-        problem = self._precisions_shape(p, k, d)
-        return [("precisions_init", problem)] if problem else []
-
-    def _precisions_shape(self, p: np.ndarray, k: int, d: int | None) -> str | None:
-        ct = self.covariance_type
-        ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[ct]
-        if p.ndim != ndim:
-            return f"must have {ndim} dimensions for covariance_type {ct!r}, got shape {p.shape}"
-        if ct in ("full", "diag", "spherical") and p.shape[0] != k:
-            return f"must have {k} entries along its first axis (n_components), got shape {p.shape}"
-        if ct in ("full", "tied") and p.shape[-1] != p.shape[-2]:
-            return f"matrices must be square, got shape {p.shape}"
-        if d is not None and ct != "spherical" and p.shape[-1] != d:
-            return f"has {p.shape[-1]} features but means_init has {d}"
-        if ct in ("diag", "spherical") and np.any(p <= 0):
-            return "must be positive"
-        return None
 
     def estimator_params(self) -> dict[str, Any]:
         """Keyword arguments of :class:`gmm_stream.GaussianMixture`."""
@@ -435,24 +398,58 @@ class PredictConfig(_Model):
 # ---------------------------------------------------------------------------- outputs
 
 
-class _SinkBase(_Model):
+class _SinkBase(_Options):
     path: OutputPath = Field(
         description="Output path, relative to output.directory; an absolute path must be inside it.")
 
+    def sink_options(self, job: Job, *, overwrite: bool = False) -> dict[str, Any]:
+        """Keyword arguments of :func:`pipeline.sinks.make_sink` for this sink of ``job``.
 
-class ZarrSinkConfig(_SinkBase):
+        ``make_sink(self.format, path, **self.sink_options(job))`` builds the sink; the path
+        is the caller's (where the run writes it, e.g. inside the run directory).
+
+        Parameters
+        ----------
+        job : Job
+            The job this sink belongs to (an AnnData sink takes its input and ``key_added``
+            from it).
+        overwrite : bool, default False
+            Whether the sink may replace an existing output at its path. A run writes its
+            outputs into a new run directory and publishes them together, so its sinks never
+            replace one.
+
+        Returns
+        -------
+        dict
+            ``overwrite`` and the options of the pipeline sink class of ``self.format``
+            (its ``options_model``): ``zarr_format`` for Zarr; ``id_column`` and
+            ``compression`` for Parquet; ``input_path`` (``job.source.path``) and
+            ``key_added`` (``job.output.key_added``) for AnnData.
+        """
+        fields = SINKS[self.format].options_model.model_fields
+        own = {name: getattr(self, name) for name in fields if name in type(self).model_fields}
+        return {**own, **self._job_options(job), "overwrite": overwrite}
+
+    def _job_options(self, job: Job) -> dict[str, Any]:
+        """Options of the sink that come from elsewhere in the job (none by default)."""
+        return {}
+
+
+class ZarrSinkConfig(ZarrSinkOptions, _SinkBase):
     format: Literal["zarr"]
-    zarr_format: Literal[2, 3] = 3
 
 
-class ParquetSinkConfig(_SinkBase):
+class ParquetSinkConfig(ParquetSinkOptions, _SinkBase):
     format: Literal["parquet"]
-    id_column: Str = "sample_id"
-    compression: Literal["snappy", "zstd", "gzip", "lz4", "brotli", "none"] = "snappy"
 
 
 class AnnDataSinkConfig(_SinkBase):
+    """A copy of the input AnnData with the results added under ``output.key_added``."""
+
     format: Literal["anndata"]
+
+    def _job_options(self, job: Job) -> dict[str, Any]:
+        return {"input_path": job.source.path, "key_added": job.output.key_added}
 
 
 SinkConfig = Annotated[Union[ZarrSinkConfig, ParquetSinkConfig, AnnDataSinkConfig], Field(discriminator="format")]
@@ -464,9 +461,9 @@ class OutputConfig(_Model):
     directory: InputPath = Field(description="Output directory of the job.")
     sinks: list[SinkConfig] = Field(
         default_factory=list, description="Per-row results (labels, probabilities, log-density).")
-    key_added: Annotated[str, Field(strict=True, pattern=r"^[^/]+$")] = Field(
-        "gmm", description="Name of the results in AnnData (obs[key_added], obsm[key_added_proba], uns[key_added])."
-    )
+    key_added: Annotated[KeyAdded, Field(strict=True)] = Field(
+        AnnDataSinkOptions.model_fields["key_added"].default,
+        description="Name of the results in AnnData (obs[key_added], obsm[key_added_proba], uns[key_added]).")
     overwrite: Bool = Field(False, description="Replace existing outputs.")
 
 
