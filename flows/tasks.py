@@ -448,9 +448,9 @@ def write_predictions(job: Job, run: Run, model: GaussianMixture, dataset: Datas
     """
     results = predict_results(model, dataset.model_input, anomaly_threshold=threshold)
     settings = job.settings()
-    targets = [(sink.path, sink.format, sink_options(job, sink)) for sink in job.output.sinks]
+    targets = [(sink.path, sink.format, sink.sink_options(job)) for sink in job.output.sinks]
     if threshold is not None and job.predict is not None:
-        targets.append((job.predict.anomalies, "parquet", {}))
+        targets.append((job.predict.anomalies, "parquet", {"overwrite": False}))
     sinks, written = [], []
     for path, kind, options in targets:
         written.append(path)
@@ -458,20 +458,11 @@ def write_predictions(job: Job, run: Run, model: GaussianMixture, dataset: Datas
         if target.exists():
             logger.info("%s: written by the interrupted attempt of this run; kept", path)
             continue
-        sinks.append(make_sink(kind, target, overwrite=False, **options))
+        sinks.append(make_sink(kind, target, **options))
     values = score_values(results, dataset.model_input, max_points=job.report.max_plot_points)
     (computed,) = write_results(sinks, results, provenance=make_provenance(settings, dataset.identity),
                                 settings=_without_none(settings), params=model_params(model), values=[values])
     return scores_from(computed, model.params_.n_parameters(), threshold), written
-
-
-def sink_options(job: Job, sink: Any) -> dict[str, Any]:
-    """The keyword arguments of :func:`pipeline.make_sink` for one of the job's sinks."""
-    if sink.format == "anndata":
-        return {"input_path": job.source.path, "key_added": job.output.key_added}
-    if sink.format == "parquet":
-        return {"id_column": sink.id_column, "compression": sink.compression}
-    return {"zarr_format": sink.zarr_format}
 
 
 def _without_none(value: Any) -> Any:

@@ -5,10 +5,16 @@
 :func:`chunk_statistics` (E-step of one chunk), :class:`SufficientStats` (mergeable by
 ``+``) and :func:`m_step`. :mod:`gmm_stream.matching` puts a mixture's components in a
 canonical order or matches them to a reference mixture's (:func:`match_to_reference`).
+The estimator's choices and rules are public for callers that check a configuration
+before any data exist: :data:`COVARIANCE_TYPES`, :data:`INIT_PARAMS` and
+:func:`check_initial_parameters` (the checks ``fit`` applies to ``weights_init``,
+``means_init`` and ``precisions_init``).
 """
 
 from . import _criteria as criteria
-from ._params import GaussianParams
+from ._init import INIT_PARAMS
+from ._init_checks import check_initial_parameters
+from ._params import COVARIANCE_TYPES, GaussianParams
 from ._persist import load_model, load_state, save_state
 from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step, posterior
 from ._version import __version__
@@ -16,12 +22,15 @@ from .matching import LabelMatching, canonical_order, contingency, distance_matr
 from .mixture import EMState, GaussianMixture
 
 __all__ = [
+    "COVARIANCE_TYPES",
+    "INIT_PARAMS",
     "EMState",
     "GaussianMixture",
     "GaussianParams",
     "LabelMatching",
     "SufficientStats",
     "canonical_order",
+    "check_initial_parameters",
     "chunk_statistics",
     "criteria",
     "contingency",

@@ -139,12 +139,15 @@ def _resp_random_from_data(X, w, k, rs):
     return resp
 
 
+#: How each ``init_params`` draws the initial responsibilities (what ``GaussianMixture`` accepts).
 INITIAL_RESPONSIBILITIES = {
     "kmeans": _resp_kmeans,
     "k-means++": _resp_kmeans_plusplus,
     "random": _resp_random,
     "random_from_data": _resp_random_from_data,
 }
+#: The values of ``init_params``, scikit-learn's default first.
+INIT_PARAMS: tuple[str, ...] = tuple(INITIAL_RESPONSIBILITIES)
 
 
 def statistics_from_responsibilities(X: np.ndarray, resp: np.ndarray, sample_weight, diagonal: bool) -> SufficientStats:

@@ -27,7 +27,8 @@ from scipy import linalg
 
 from .exceptions import IllConditionedCovarianceError, InvalidParameterError
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: The values of ``covariance_type``, scikit-learn's default first.
+COVARIANCE_TYPES: tuple[str, ...] = ("full", "tied", "diag", "spherical")
 
 ILL_DEFINED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined empirical "

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from . import _criteria, _dask
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
+from ._init_checks import check_init_array, check_precisions_init, check_weights_init
 from ._params import (
     COVARIANCE_TYPES,
     GaussianParams,
@@ -339,52 +340,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return inits
 
     def _check_init(self, name: str, label: str, shape: tuple, **check):
-        """``getattr(self, name)`` as a finite float array of ``shape``, or None."""
-        value = getattr(self, name)
-        if value is None:
-            return None
-        value = to_numpy(value, name)
-        try:
-            arr = check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, **check)
-        except ValueError as exc:
-            raise InvalidParameterError(f"{name}: {exc}") from None
-        if arr.shape != shape:
-            raise InvalidParameterError(  # scikit-learn's message, then which parameter it is
-                f"The parameter '{label}' should have the shape of {shape}, but got {arr.shape} "
-                f"({name}, for n_components={self.n_components}, covariance_type={self.covariance_type!r} "
-                "and the data's features)"
-            )
-        return arr
+        """``getattr(self, name)`` as a finite float array of ``shape``, or None.
+
+        The rules are :func:`~gmm_stream.check_initial_parameters`'s (as are the two below).
+        """
+        return check_init_array(getattr(self, name), name, label, shape, n_components=self.n_components,
+                                covariance_type=self.covariance_type, **check)
 
     def _check_weights_init(self, k: int):
-        arr = self._check_init("weights_init", "weights", (k,))
-        if arr is None:
-            return None
-        if np.any(arr < 0.0) or np.any(arr > 1.0):
-            raise InvalidParameterError(
-                "The parameter 'weights' should be in the range [0, 1], but got "
-                "max value %.5f, min value %.5f" % (np.min(arr), np.max(arr))  # scikit-learn's wording, as is
-            )
-        atol = 1e-6 if arr.dtype == np.float32 else 1e-8  # scikit-learn's tolerance
-        if not abs(1.0 - float(np.sum(arr))) <= atol:
-            raise InvalidParameterError(
-                "The parameter 'weights' should be normalized, but got sum(weights) = %.5f" % np.sum(arr)
-            )
-        return arr.astype(np.float64)
+        return check_weights_init(self.weights_init, k, self.covariance_type)
 
     def _check_precisions_init(self, shape: tuple):
-        kind = self.covariance_type
-        arr = self._check_init("precisions_init", f"{kind} precision", shape, allow_nd=kind == "full")
-        if arr is None:
-            return None
-        if kind in ("diag", "spherical"):
-            if np.any(arr <= 0.0):
-                raise InvalidParameterError(f"'{kind} precision' should be positive")
-        else:
-            for matrix in arr.reshape((-1,) + arr.shape[-2:]):
-                if not (np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8) and np.all(np.linalg.eigvalsh(matrix) > 0)):
-                    raise InvalidParameterError(f"'{kind} precision' should be symmetric, positive-definite")
-        return arr.astype(np.float64)
+        return check_precisions_init(self.precisions_init, shape, self.n_components, self.covariance_type)
 
     def _validate_X(self, X, *, reset: bool):
         """The data as a NumPy or Dask array of float32/float64; sets or checks the features.

@@ -10,7 +10,8 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped, all
   written from one pass (:func:`~pipeline.sinks.write_results`), by the workers on a cluster;
 - :mod:`pipeline.scoring` -- sizes, BIC/AIC/ICL, log-density quantiles, from that same pass;
-- :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
+- :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time);
+- :mod:`pipeline.options` -- the options each source and sink declares, with their rules.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from gmm_stream.exceptions import DiskFullError, GMMStreamError, InputOverlapErr
 
 __all__ = [
     "PipelineError",
+    "OptionsError",
     "SourceNotFoundError",
     "SelectionError",
     "SourceDtypeError",
@@ -37,6 +38,19 @@ __all__ = [
 
 class PipelineError(GMMStreamError):
     """Base class of every error raised by the data layer."""
+
+
+class OptionsError(PipelineError, ValueError):
+    """Options of a source or sink break a rule of its options model (:mod:`pipeline.options`).
+
+    Raised inside the model's validators, with one ``(key, message)`` pair per problem in
+    ``problems``; the classes' constructors report it as a
+    :class:`SelectionError` or :class:`SinkError` naming the file.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = [(str(k), str(m)) for k, m in problems]
+        super().__init__("; ".join(f"{k}: {m}" for k, m in self.problems))
 
 
 class SourceNotFoundError(PipelineError, FileNotFoundError):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gmm_stream import GaussianMixture
+from gmm_stream import COVARIANCE_TYPES, INIT_PARAMS, GaussianMixture, check_initial_parameters
 from gmm_stream.exceptions import InvalidInputError, InvalidParameterError
 from gmm_testing import init_kwargs, make_mixture, random_params
 
@@ -115,6 +115,56 @@ def test_mismatched_init_shapes(X, covariance_type, which):
     with pytest.raises(InvalidParameterError, match=which.removesuffix("_init")):
         GaussianMixture(2, covariance_type=covariance_type, **bad).fit(X)
     GaussianMixture(2, covariance_type=covariance_type, max_iter=2, **good).fit(X)  # the good ones work
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("which", sorted(BAD_INIT))
+def test_the_public_checker_is_what_fit_applies(X, covariance_type, which):
+    """check_initial_parameters refuses what fit refuses, with the same message. Without
+    n_features (no data yet) it takes them from means_init: the arrays are still refused
+    when they disagree, and with fit's message when means_init is not the odd one out."""
+    good = init_kwargs(*random_params(3, 2, covariance_type, seed=61), covariance_type)
+    bad = {**good, which: BAD_INIT[which][covariance_type]}
+    with pytest.raises(InvalidParameterError) as by_fit:
+        GaussianMixture(2, covariance_type=covariance_type, **bad).fit(X)
+    with pytest.raises(InvalidParameterError) as by_checker:
+        check_initial_parameters(covariance_type, 2, 3, **bad)
+    assert str(by_checker.value) == str(by_fit.value)
+    if which == "means_init" and covariance_type == "spherical":  # 4 features: nothing says otherwise
+        assert check_initial_parameters(covariance_type, 2, None, **bad)["means"].shape == (2, 4)
+        return
+    with pytest.raises(InvalidParameterError) as without_features:
+        check_initial_parameters(covariance_type, 2, None, **bad)
+    if which == "means_init":  # 4 features, the precisions have 3
+        assert "'" + covariance_type + " precision' should have the shape of" in str(without_features.value)
+    else:
+        assert str(without_features.value) == str(by_fit.value)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_the_checker_gives_the_checked_arrays(covariance_type):
+    good = init_kwargs(*random_params(3, 2, covariance_type, seed=61), covariance_type)
+    for n_features in (3, None):
+        checked = check_initial_parameters(covariance_type, 2, n_features, **good)
+        for key in ("weights", "means", "precisions"):
+            np.testing.assert_array_equal(checked[key], good[f"{key}_init"])
+            assert checked[key].dtype == np.float64
+
+
+def test_the_checker_takes_the_features_from_precisions_without_means():
+    with pytest.raises(InvalidParameterError, match=r"'full precision' should have the shape of \(2, 3, 3\), "
+                                                    r"but got \(2, 2, 3\)"):
+        check_initial_parameters("full", 2, None, precisions_init=np.ones((2, 2, 3)))
+    with pytest.raises(InvalidParameterError, match="symmetric, positive-definite"):
+        check_initial_parameters("tied", 2, None, precisions_init=[[1.0, 2.0], [2.0, 1.0]])
+    assert check_initial_parameters("spherical", 2, None, precisions_init=[1.0, 2.0])["means"] is None
+
+
+def test_the_public_choices_are_what_fit_accepts():
+    constraints = GaussianMixture._parameter_constraints
+    assert set(COVARIANCE_TYPES) == constraints["covariance_type"][0].options
+    assert set(INIT_PARAMS) == constraints["init_params"][0].options
+    assert COVARIANCE_TYPES[0] == GaussianMixture().covariance_type and INIT_PARAMS[0] == GaussianMixture().init_params
 
 
 def test_predict_with_different_number_of_features(X):

@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anndata
 import dask.array as da
@@ -21,9 +21,11 @@ import zarr
 from anndata import OldFormatWarning
 from anndata.experimental import read_elem_lazy
 from anndata.io import write_elem
+from pydantic import Field
 
 from pipeline._paths import input_paths
 from pipeline.exceptions import SinkError, SourceNotFoundError
+from pipeline.options import Options
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks._atomic import remove_path
@@ -31,7 +33,10 @@ from pipeline.sinks.base import Plan, Sink, WriteContext, str_block
 from pipeline.sinks.zarr_sink import row_writes
 from pipeline.sources.anndata_source import anndata_format, is_legacy_h5ad
 
-__all__ = ["AnnDataSink"]
+__all__ = ["AnnDataSink", "AnnDataSinkOptions", "KeyAdded"]
+
+#: ``key_added``: a name without '/' (it names entries of ``obs``, ``obsm`` and ``uns``).
+KeyAdded = Annotated[str, Field(pattern=r"^[^/]+$")]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,14 @@ def _delete(group: Group, key: str) -> None:
         del group[key]
 
 
+class AnnDataSinkOptions(Options):
+    """The options of :class:`AnnDataSink`."""
+
+    input_path: Path = Field(description="The AnnData the results were computed from (local).")
+    key_added: KeyAdded = Field(
+        "gmm", description="Name of the results: obs[key_added], obsm[key_added_proba], uns[key_added].")
+
+
 class AnnDataSink(Sink):
     """Copy the input AnnData and add the results to the copy.
 
@@ -110,18 +123,19 @@ class AnnDataSink(Sink):
     input_path : str or os.PathLike
         The AnnData the results were computed from (local).
     key_added : str, default "gmm"
+        A name without '/'.
     overwrite : bool, default False
     """
 
     kind = "anndata"
+    options_model = AnnDataSinkOptions
 
     def __init__(self, path: str | os.PathLike[str], input_path: str | os.PathLike[str], *,
                  key_added: str = "gmm", overwrite: bool = False) -> None:
         super().__init__(path, overwrite=overwrite)
-        self.input_path = Path(input_path).expanduser().absolute()
-        if not key_added or "/" in key_added:
-            raise SinkError(f"key_added must be a non-empty name without '/', got {key_added!r}")
-        self.key_added = key_added
+        options = self._checked_options(input_path=Path(input_path), key_added=key_added)
+        self.input_path = options.input_path.expanduser().absolute()
+        self.key_added = options.key_added
 
     def _check(self, provenance: Mapping[str, Any]) -> None:
         if not self.input_path.exists():

@@ -17,6 +17,8 @@ from gmm_stream.atomic import check_not_input
 
 from pipeline._executor import active_client, compute_all
 from pipeline._paths import input_paths
+from pipeline.exceptions import SinkError
+from pipeline.options import Options
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
 from pipeline.results import Results
 from pipeline.sinks._atomic import atomic_output
@@ -87,6 +89,11 @@ class Sink(abc.ABC):
       "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`),
       and ``anomaly_threshold`` when the results flag anomalies.
 
+    Each sink class declares its options in ``options_model`` (a
+    :class:`pipeline.options.Options` model: what the constructor takes beyond ``path`` and
+    ``overwrite``, and their rules); the constructor validates them through it and raises
+    :class:`~pipeline.exceptions.SinkError` naming the sink and each problem.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -96,10 +103,16 @@ class Sink(abc.ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: The options of this kind of sink, and their rules (see :mod:`pipeline.options`).
+    options_model: ClassVar[type[Options]] = Options
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         self.path = Path(path).expanduser().absolute()
         self.overwrite = bool(overwrite)
+
+    def _checked_options(self, **options: Any) -> Any:
+        """``options`` validated by :attr:`options_model`, or a SinkError naming the sink."""
+        return self.options_model.checked(f"{self.kind} sink {str(self.path)!r}", SinkError, **options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, overwrite={self.overwrite})"

@@ -5,23 +5,29 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
+from pipeline.options import NonEmptyStr, Options
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks.base import Plan, Sink, WriteContext
 
-__all__ = ["ParquetSink", "METADATA_KEY"]
+__all__ = ["ParquetSink", "ParquetSinkOptions", "METADATA_KEY", "COMPRESSIONS"]
 
 logger = logging.getLogger(__name__)
 
 #: Key of the stamp (JSON) in the Parquet schema metadata of every file.
 METADATA_KEY: bytes = b"gmm_stream"
+
+Compression = Literal["snappy", "zstd", "gzip", "lz4", "brotli", "none"]
+#: The codecs the sink writes with (``pyarrow.parquet.write_table``'s; "none": uncompressed).
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 
 
 def _write_part(path: Path, id_column: str, metadata: dict[bytes, bytes], compression: str,
@@ -42,6 +48,13 @@ def _write_part(path: Path, id_column: str, metadata: dict[bytes, bytes], compre
     return len(labels)
 
 
+class ParquetSinkOptions(Options):
+    """The options of :class:`ParquetSink`."""
+
+    id_column: NonEmptyStr = Field("sample_id", description="Name of the column of sample ids.")
+    compression: Compression = Field("snappy", description="Codec of the Parquet files.")
+
+
 class ParquetSink(Sink):
     """Results as a Parquet dataset: ``<path>/part-00000.parquet, ...`` (one per row chunk).
 
@@ -60,16 +73,18 @@ class ParquetSink(Sink):
         Local directory of the new dataset.
     overwrite : bool, default False
     id_column : str, default "sample_id"
-    compression : str, default "snappy"
+    compression : {"snappy", "zstd", "gzip", "lz4", "brotli", "none"}, default "snappy"
     """
 
     kind = "parquet"
+    options_model = ParquetSinkOptions
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
                  id_column: str = "sample_id", compression: str = "snappy") -> None:
         super().__init__(path, overwrite=overwrite)
-        self.id_column = id_column
-        self.compression = compression
+        options = self._checked_options(id_column=id_column, compression=compression)
+        self.id_column = options.id_column
+        self.compression = options.compression
 
     def _plan(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
               context: WriteContext) -> Plan:

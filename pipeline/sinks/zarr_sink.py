@@ -14,13 +14,15 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from pydantic import Field
 from zarr.errors import ZarrUserWarning
 
+from pipeline.options import Options
 from pipeline.provenance import canonical_json
 from pipeline.results import Results
 from pipeline.sinks.base import Plan, Sink, WriteContext, str_block
 
-__all__ = ["ZarrSink", "store_rows", "row_writes"]
+__all__ = ["ZarrSink", "ZarrSinkOptions", "store_rows", "row_writes"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,12 @@ def consolidate(path: str | os.PathLike[str], zarr_format: Literal[2, 3]) -> Non
         zarr.consolidate_metadata(str(path), zarr_format=zarr_format)
 
 
+class ZarrSinkOptions(Options):
+    """The options of :class:`ZarrSink`."""
+
+    zarr_format: Literal[2, 3] = Field(3, description="Zarr format of the store (2 for readers without v3).")
+
+
 class ZarrSink(Sink):
     """Results as a Zarr group that ``xarray.open_zarr(path)`` opens directly, without a warning.
 
@@ -100,11 +108,12 @@ class ZarrSink(Sink):
     """
 
     kind = "zarr"
+    options_model = ZarrSinkOptions
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
                  zarr_format: Literal[2, 3] = 3) -> None:
         super().__init__(path, overwrite=overwrite)
-        self.zarr_format = zarr_format
+        self.zarr_format = self._checked_options(zarr_format=zarr_format).zarr_format
 
     def _create(self, group: zarr.Group, name: str, array: da.Array, dims: list[str]) -> zarr.Array:
         chunks = tuple(c[0] if c[0] else 1 for c in array.chunks)

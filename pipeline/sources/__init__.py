@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import xarray as xr
 
 from pipeline.exceptions import SourceFormatError
-from pipeline.sources.anndata_source import AnnDataSource
+from pipeline.sources.anndata_source import AnnDataSource, AnnDataSourceOptions
 from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source
-from pipeline.sources.parquet_source import IntegerColumnWarning, ParquetSource
-from pipeline.sources.zarr_source import ZarrSource
+from pipeline.sources.parquet_source import IntegerColumnWarning, ParquetSource, ParquetSourceOptions
+from pipeline.sources.zarr_source import ZarrSource, ZarrSourceOptions
 
 __all__ = [
     "Source",
@@ -25,6 +25,9 @@ __all__ = [
     "ParquetSource",
     "IntegerColumnWarning",
     "AnnDataSource",
+    "ZarrSourceOptions",
+    "ParquetSourceOptions",
+    "AnnDataSourceOptions",
     "SAMPLE_DIM",
     "FEATURE_DIM",
     "SOURCES",
@@ -89,7 +92,9 @@ def make_source(kind: str | None, path: str | os.PathLike[str], **options: Any) 
     ``options`` are the selection and chunking arguments of that source class, e.g.
     ``obsm="X_pca"`` for AnnData or ``columns=[...], id_column="id"`` for Parquet, and
     ``allow_missing_chunks=True`` (Zarr, AnnData Zarr) to read missing chunk files as the
-    fill value instead of raising :class:`~pipeline.exceptions.MissingChunkError`.
+    fill value instead of raising :class:`~pipeline.exceptions.MissingChunkError`. The
+    selection arguments of each kind are its class's ``options_model`` (e.g.
+    :class:`ZarrSourceOptions`).
     """
     kind = infer_kind(path) if kind is None else kind
     try:

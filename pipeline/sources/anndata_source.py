@@ -21,11 +21,13 @@ from anndata import OldFormatWarning
 from anndata.experimental import read_elem_lazy
 from anndata.io import read_elem, sparse_dataset
 from dask.base import tokenize
+from pydantic import Field, model_validator
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
 from pipeline._paths import is_url
 from pipeline.exceptions import (
     DamagedInputError,
+    OptionsError,
     SelectionError,
     SourceDtypeError,
     SourceFormatError,
@@ -46,9 +48,10 @@ from pipeline.sources._damage import (
     missing_key_error,
     open_store,
 )
+from pipeline.options import NonEmptyStr, Options
 from pipeline.sources.base import Source, as_names
 
-__all__ = ["AnnDataSource", "anndata_format", "is_legacy_h5ad"]
+__all__ = ["AnnDataSource", "AnnDataSourceOptions", "anndata_format", "is_legacy_h5ad"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +211,22 @@ class _NeedsAnnData(Exception):
         self.error = error
 
 
+class AnnDataSourceOptions(Options):
+    """``X``, a layer, or an ``obsm`` matrix of an AnnData file: the options of :class:`AnnDataSource`."""
+
+    layer: NonEmptyStr | None = Field(None, description="adata.layers[layer] instead of X.")
+    obsm: NonEmptyStr | None = Field(None, description="adata.obsm[obsm] (e.g. X_pca) instead of X.")
+    sparse: Literal["densify", "raise"] = Field("densify", description="What to do with a sparse X.")
+    allow_missing_chunks: bool = Field(
+        False, description="AnnData Zarr stores: read missing chunks as the fill value instead of failing.")
+
+    @model_validator(mode="after")
+    def _layer_or_obsm(self) -> AnnDataSourceOptions:
+        if self.layer is not None and self.obsm is not None:
+            raise OptionsError([("obsm", "give either layer or obsm, not both")])
+        return self
+
+
 class AnnDataSource(Source):
     """The ``X`` matrix, a layer, or an ``obsm`` entry of an AnnData file, opened lazily.
 
@@ -259,6 +278,7 @@ class AnnDataSource(Source):
     """
 
     kind = "anndata"
+    options_model = AnnDataSourceOptions
 
     def __init__(
         self,
@@ -273,14 +293,12 @@ class AnnDataSource(Source):
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(path, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, storage_options=storage_options)
-        if layer is not None and obsm is not None:
-            raise SelectionError(f"give either layer={layer!r} or obsm={obsm!r} for {self.path!r}, not both")
-        if sparse not in ("densify", "raise"):
-            raise SelectionError(f"sparse must be 'densify' or 'raise', got {sparse!r}")
-        self.layer = layer
-        self.obsm = obsm
-        self.sparse = sparse
-        self.allow_missing_chunks = bool(allow_missing_chunks)
+        options = self._checked_options(layer=layer, obsm=obsm, sparse=sparse,
+                                        allow_missing_chunks=allow_missing_chunks)
+        self.layer = options.layer
+        self.obsm = options.obsm
+        self.sparse = options.sparse
+        self.allow_missing_chunks = options.allow_missing_chunks
 
     def selection(self) -> dict[str, Any]:
         selection: dict[str, Any] = {"layer": self.layer, "obsm": self.obsm, "sparse": self.sparse}

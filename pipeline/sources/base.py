@@ -16,7 +16,8 @@ from pipeline._chunks import DEFAULT_CHUNK_BYTES, rows_per_chunk
 from gmm_stream.atomic import protect_inputs
 
 from pipeline._paths import input_paths, is_url, modification_time, normalise, path_exists
-from pipeline.exceptions import SourceDtypeError, SourceNotFoundError, SourceShapeError
+from pipeline.exceptions import SelectionError, SourceDtypeError, SourceNotFoundError, SourceShapeError
+from pipeline.options import Options
 
 __all__ = ["Source", "SAMPLE_DIM", "FEATURE_DIM"]
 
@@ -54,6 +55,12 @@ class Source(abc.ABC):
     file), ``shape``, ``dtype`` and ``mtime`` (latest modification time, UTC ISO 8601,
     walking directories; for URLs the store's modification time or ETag, when known).
 
+    Each source class declares its options in ``options_model`` (a
+    :class:`pipeline.options.Options` model: what the constructor takes beyond ``path``,
+    the chunking and ``storage_options``, and the rules between them); the constructor
+    validates them through it and raises :class:`~pipeline.exceptions.SelectionError`
+    naming the source and each problem.
+
     A missing file raises :class:`~pipeline.exceptions.SourceNotFoundError`; a missing
     array/column/key :class:`~pipeline.exceptions.SelectionError`; non-numeric data
     :class:`~pipeline.exceptions.SourceDtypeError`; data that are not 2-D
@@ -72,6 +79,8 @@ class Source(abc.ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: The options of this kind of source, and their rules (see :mod:`pipeline.options`).
+    options_model: ClassVar[type[Options]] = Options
 
     def __init__(
         self,
@@ -115,6 +124,10 @@ class Source(abc.ABC):
         return modification_time(self.path, self.storage_options)
 
     # -- helpers for subclasses -------------------------------------------------------
+
+    def _checked_options(self, **options: Any) -> Any:
+        """``options`` validated by :attr:`options_model`, or a SelectionError naming the source."""
+        return self.options_model.checked(f"{self.kind} source {self.path!r}", SelectionError, **options)
 
     def _check_exists(self) -> None:
         if not path_exists(self.path, self.storage_options):

@@ -19,11 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xarray as xr
 from fsspec.implementations.local import LocalFileSystem
+from pydantic import Field, model_validator
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
 from pipeline._paths import modification_time
 from pipeline.exceptions import (
     DamagedInputError,
+    OptionsError,
     SchemaMismatchError,
     SelectionError,
     SourceDtypeError,
@@ -31,9 +33,10 @@ from pipeline.exceptions import (
     SourceNotFoundError,
 )
 from pipeline.sources._damage import RESTORE, describe_error, is_damage
+from pipeline.options import NonEmptyStr, Options
 from pipeline.sources.base import Source
 
-__all__ = ["ParquetSource", "IntegerColumnWarning"]
+__all__ = ["ParquetSource", "ParquetSourceOptions", "IntegerColumnWarning"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +188,28 @@ def _read_ids(fs: fsspec.AbstractFileSystem, pieces: Sequence[_Piece], column: s
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+class ParquetSourceOptions(Options):
+    """Which Parquet columns are the features, and which holds the sample ids: the options of
+    :class:`ParquetSource`."""
+
+    columns: list[NonEmptyStr] | None = Field(
+        None, min_length=1, description="Feature columns (default: every numeric column).")
+    id_column: NonEmptyStr | None = Field(None, description="Column holding the sample ids.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ParquetSourceOptions:
+        problems = []
+        if self.columns is not None:
+            dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
+            if dupes:
+                problems.append(("columns", f"columns are listed twice: {dupes}"))
+            if self.id_column is not None and self.id_column in self.columns:
+                problems.append(("id_column", f"{self.id_column!r} is also a feature column"))
+        if problems:
+            raise OptionsError(problems)
+        return self
+
+
 class ParquetSource(Source):
     """Numeric columns of a Parquet file, directory of files, or glob.
 
@@ -204,6 +229,7 @@ class ParquetSource(Source):
         column of the first file, in file order, except ``id_column``; the columns so
         chosen are logged (INFO), and an :class:`IntegerColumnWarning` names the integer
         ones among them (often labels or counts: pass ``columns=[...]`` to leave them out).
+        At least one, each once, and not ``id_column``.
     id_column : str, optional
         Column holding the sample ids (the ``sample`` coordinate).
     chunk_rows, chunk_bytes, storage_options
@@ -222,6 +248,7 @@ class ParquetSource(Source):
     """
 
     kind = "parquet"
+    options_model = ParquetSourceOptions
 
     def __init__(
         self,
@@ -236,8 +263,9 @@ class ParquetSource(Source):
         super().__init__(path, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, storage_options=storage_options)
         if isinstance(columns, str):
             columns = [columns]
-        self.columns = None if columns is None else list(columns)
-        self.id_column = id_column
+        options = self._checked_options(columns=None if columns is None else list(columns), id_column=id_column)
+        self.columns = options.columns
+        self.id_column = options.id_column
 
     def selection(self) -> dict[str, Any]:
         return {"columns": self.columns, "id_column": self.id_column}

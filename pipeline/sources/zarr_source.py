@@ -10,9 +10,11 @@ from typing import Any
 import dask.array as da
 import xarray as xr
 import zarr
+from pydantic import Field, model_validator
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
-from pipeline.exceptions import SelectionError, SourceFormatError
+from pipeline.exceptions import OptionsError, SelectionError, SourceFormatError
+from pipeline.options import NonEmptyStr, Options
 from pipeline.sources._damage import (
     CheckingStore,
     ChunkLayout,
@@ -26,7 +28,7 @@ from pipeline.sources._damage import (
 )
 from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source, as_names
 
-__all__ = ["ZarrSource"]
+__all__ = ["ZarrSource", "ZarrSourceOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,25 @@ def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
     if names is None or any(n is None for n in names):
         return None
     return tuple(str(n) for n in names)
+
+
+class ZarrSourceOptions(Options):
+    """What to read inside a Zarr store: the options of :class:`ZarrSource` (see there)."""
+
+    array: NonEmptyStr | None = Field(None, description="Array name inside the group.")
+    group: NonEmptyStr | None = Field(None, description="Group path inside the store.")
+    variable: NonEmptyStr | None = Field(
+        None, description="Variable of an xarray dataset in Zarr (instead of array).")
+    sample_ids: NonEmptyStr | None = Field(None, description="Sibling 1-D array with the sample ids.")
+    feature_names: NonEmptyStr | None = Field(None, description="Sibling 1-D array with the feature names.")
+    allow_missing_chunks: bool = Field(
+        False, description="Read chunks missing from the store as the fill value instead of failing.")
+
+    @model_validator(mode="after")
+    def _array_or_variable(self) -> ZarrSourceOptions:
+        if self.array is not None and self.variable is not None:
+            raise OptionsError([("variable", "give either array or variable, not both")])
+        return self
 
 
 class ZarrSource(Source):
@@ -91,6 +112,7 @@ class ZarrSource(Source):
     """
 
     kind = "zarr"
+    options_model = ZarrSourceOptions
 
     def __init__(
         self,
@@ -107,14 +129,14 @@ class ZarrSource(Source):
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(path, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, storage_options=storage_options)
-        if array is not None and variable is not None:
-            raise SelectionError(f"give either array={array!r} or variable={variable!r} for {self.path!r}, not both")
-        self.array = array
-        self.group = group
-        self.variable = variable
-        self.sample_ids = sample_ids
-        self.feature_names = feature_names
-        self.allow_missing_chunks = bool(allow_missing_chunks)
+        options = self._checked_options(array=array, group=group, variable=variable, sample_ids=sample_ids,
+                                        feature_names=feature_names, allow_missing_chunks=allow_missing_chunks)
+        self.array = options.array
+        self.group = options.group
+        self.variable = options.variable
+        self.sample_ids = options.sample_ids
+        self.feature_names = options.feature_names
+        self.allow_missing_chunks = options.allow_missing_chunks
 
     def selection(self) -> dict[str, Any]:
         selection: dict[str, Any] = {

@@ -5,15 +5,24 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import get_args
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+import gmm_stream
+from flows import config
 from flows.cli import app
 from flows.config import apply_overrides, expand_env, load_job, parse_job
 from flows.exceptions import ConfigError, JobNotFoundError
+from gmm_stream import GaussianMixture
+from gmm_stream.exceptions import InvalidParameterError
+from pipeline import preprocess
+from pipeline.sinks import SINKS, make_sink
+from pipeline.sources import SOURCES
 from flows_testing import CONFIGS
 
 EXAMPLES = sorted(CONFIGS.glob("*.yaml"))
@@ -97,16 +106,41 @@ BAD = [
     ("tol not a number", _with("model.tol", "small"), "model.tol", "must be a number"),
     ("max_iter=0", _with("model.max_iter", 0), "model.max_iter", "must be >= 1"),
     ("init_params", _with("model.init_params", "kmedoids"), "model.init_params", "must be one of"),
-    ("weights_init length", _with("model.weights_init", [0.5, 0.5]), "model.weights_init", "must have 3 entries"),
-    ("weights_init sum", _with("model.weights_init", [0.5, 0.5, 0.5]), "model.weights_init", "sum to 1"),
-    ("means_init rows", _with("model.means_init", [[0, 0]]), "model.means_init", "must have 3 rows"),
-    ("precisions_init shape", _with("model.precisions_init", [[1.0]]), "model.precisions_init", "3 dimensions"),
+    # the *_init rules and messages are the estimator's (gmm_stream.check_initial_parameters)
+    ("weights_init length", _with("model.weights_init", [0.5, 0.5]), "model.weights_init",
+     "The parameter 'weights' should have the shape of (3,), but got (2,)"),
+    ("weights_init sum", _with("model.weights_init", [0.5, 0.5, 0.5]), "model.weights_init",
+     "should be normalized, but got sum(weights) = 1.50000"),
+    ("weights_init sum within 1e-5", _with("model.weights_init", [0.333333] * 3), "model.weights_init",
+     "should be normalized"),
+    ("means_init rows", _with("model.means_init", [[0, 0]]), "model.means_init",
+     "The parameter 'means' should have the shape of (3, 2), but got (1, 2)"),
+    ("precisions_init shape", _with("model.precisions_init", [[1.0]]), "model.precisions_init",
+     "The parameter 'full precision' should have the shape of (3, 1, 1), but got (1, 1)"),
+    ("precisions_init features", _with("model", {"n_components": 1, "means_init": [[0, 0]],
+                                                 "precisions_init": [[[1.0]]]}), "model.precisions_init",
+     "should have the shape of (1, 2, 2), but got (1, 1, 1)"),
+    ("precisions_init not positive definite", _with("model.precisions_init", [[[1.0, 2.0], [2.0, 1.0]] for _ in range(3)]),
+     "model.precisions_init", "'full precision' should be symmetric, positive-definite"),
     ("negative random_state", _with("model.random_state", -1), "model.random_state", "must be >= 0"),
     ("source format", _with("source.format", "csv"), "source.format", "must be one of"),
     ("source format missing", _with("source.format", DELETE), "source.format", "required key is missing"),
     ("source path missing", _with("source.path", DELETE), "source.path", "required key is missing"),
     ("selection key of another format", _with("source.selection", {"obsm": "X_pca"}), "source.selection.obsm",
      "unknown key"),
+    ("parquet columns twice", _with("source.selection", {"columns": ["a", "a"], "id_column": "a"}),
+     "source.selection.columns", "columns are listed twice: ['a']"),
+    ("parquet id among the columns", _with("source.selection", {"columns": ["a", "a"], "id_column": "a"}),
+     "source.selection.id_column", "'a' is also a feature column"),
+    ("zarr array and variable", _with("source", {"format": "zarr", "path": "/d.zarr",
+                                                 "selection": {"array": "X", "variable": "v"}}),
+     "source.selection.variable", "give either array or variable, not both"),
+    ("anndata layer and obsm", _with("source", {"format": "anndata", "path": "/d.h5ad",
+                                                "selection": {"layer": "raw", "obsm": "X_pca"}}),
+     "source.selection.obsm", "give either layer or obsm, not both"),
+    ("selection flag not a bool", _with("source", {"format": "zarr", "path": "/d.zarr",
+                                                   "selection": {"allow_missing_chunks": "yes"}}),
+     "source.selection.allow_missing_chunks", "must be true or false"),
     ("parquet columns empty", _with("source.selection", {"columns": []}), "source.selection.columns",
      "at least 1 item"),
     ("chunk_rows=0", _with("source.chunk_rows", 0), "source.chunk_rows", "must be >= 1"),
@@ -119,6 +153,10 @@ BAD = [
     ("steps out of order", _with("preprocessing", ["standardize", "log1p"]), "preprocessing", "in the order"),
     ("sink format", _with("output.sinks", [{"format": "csv", "path": "x"}]), "output.sinks.0.format",
      "must be one of"),
+    ("parquet sink compression", _with("output.sinks", [{"format": "parquet", "path": "x", "compression": "lzo"}]),
+     "output.sinks.0.compression", "must be one of 'snappy', 'zstd', 'gzip', 'lz4', 'brotli' or 'none'"),
+    ("zarr sink format", _with("output.sinks", [{"format": "zarr", "path": "x", "zarr_format": 4}]),
+     "output.sinks.0.zarr_format", "must be one of 2 or 3, got an integer 4"),
     ("anndata sink, parquet source", _with("output.sinks", [{"format": "anndata", "path": "x.h5ad"}]),
      "output.sinks.0.format", "needs an anndata source"),
     ("duplicate sink paths", _with("output.sinks", [{"format": "parquet", "path": "a"}, {"format": "zarr", "path": "a"}]),
@@ -265,3 +303,90 @@ def test_cli_schema_to_a_file(tmp_path):
     assert result.exit_code == 0
     schema = json.loads((tmp_path / "job.schema.json").read_text())
     assert schema["additionalProperties"] is False and "source" in schema["required"]
+
+
+# ------------------------------------------------------------- the rules of the lower layers
+
+
+def test_the_schema_takes_its_choices_from_the_layers_that_own_them():
+    assert config.COVARIANCE_TYPES is gmm_stream.COVARIANCE_TYPES
+    assert config.STEP_ORDER is preprocess.STEP_ORDER
+    constraints = GaussianMixture._parameter_constraints
+    model = config.ModelConfig.model_fields
+    assert get_args(model["covariance_type"].annotation) == gmm_stream.COVARIANCE_TYPES
+    assert set(get_args(model["covariance_type"].annotation)) == constraints["covariance_type"][0].options
+    assert get_args(model["init_params"].annotation) == gmm_stream.INIT_PARAMS
+    assert set(get_args(model["init_params"].annotation)) == constraints["init_params"][0].options
+    grid = config.SelectionConfig.model_fields["covariance_types"].annotation
+    assert get_args(get_args(grid)[0]) == gmm_stream.COVARIANCE_TYPES
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+def test_each_source_selection_is_the_source_options_model(kind):
+    section = {"zarr": config.ZarrSelection, "parquet": config.ParquetSelection, "anndata": config.AnnDataSelection}
+    options = SOURCES[kind].options_model
+    assert issubclass(section[kind], options)
+    assert list(section[kind].model_fields) == list(options.model_fields)
+
+
+@pytest.mark.parametrize("kind", sorted(SINKS))
+def test_each_sink_section_holds_the_sink_options_it_does_not_take_from_the_job(kind):
+    section = {"zarr": config.ZarrSinkConfig, "parquet": config.ParquetSinkConfig, "anndata": config.AnnDataSinkConfig}
+    options = SINKS[kind].options_model.model_fields
+    own = set(section[kind].model_fields) - {"path", "format"}
+    from_job = {"anndata": {"input_path", "key_added"}}.get(kind, set())
+    assert own == set(options) - from_job
+    if own:
+        assert issubclass(section[kind], SINKS[kind].options_model)
+
+
+def test_anndata_selection_takes_every_option_of_the_source():
+    job = parse_job(_with("source", {"format": "anndata", "path": "/d.h5ad",
+                                     "selection": {"obsm": "X_pca", "allow_missing_chunks": True}}))
+    assert job.source.source_options() == {"obsm": "X_pca", "sparse": "densify", "allow_missing_chunks": True}
+
+
+def _fit_error(model: dict) -> str:
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    with pytest.raises(InvalidParameterError) as info:
+        GaussianMixture(**model).fit(X)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("model, key", [
+    ({"n_components": 3, "means_init": [[0.0, 0.0]]}, "model.means_init"),
+    ({"n_components": 2, "means_init": [[0.0, 0.0], [1.0, 1.0]], "covariance_type": "diag",
+      "precisions_init": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]}, "model.precisions_init"),
+    ({"n_components": 2, "weights_init": [0.5, 0.6]}, "model.weights_init"),
+    ({"n_components": 1, "covariance_type": "tied", "precisions_init": [[1.0, 2.0], [2.0, 1.0]]},
+     "model.precisions_init"),
+], ids=["means_init shape", "precisions_init features", "weights_init sum", "precisions_init definite"])
+def test_a_bad_init_gets_the_estimator_message_in_the_job(tmp_path, model, key):
+    """The job refuses what fit refuses, with fit's message after the key path."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_with("model", dict(model))))
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    assert info.value.lines == [f"{path}: {key}: {_fit_error(model)}"]
+
+
+def test_sink_options_build_each_sink(tmp_path):
+    data = _with("source", {"format": "anndata", "path": str(tmp_path / "cells.h5ad")})
+    data["output"] = {"directory": str(tmp_path / "out"), "key_added": "clusters", "sinks": [
+        {"format": "zarr", "path": "r.zarr", "zarr_format": 2},
+        {"format": "parquet", "path": "r.parquet", "id_column": "cell", "compression": "zstd"},
+        {"format": "anndata", "path": "r.h5ad"},
+        {"format": "parquet", "path": "defaults.parquet"},
+    ]}
+    job = parse_job(data)
+    assert [sink.sink_options(job) for sink in job.output.sinks] == [
+        {"zarr_format": 2, "overwrite": False},
+        {"id_column": "cell", "compression": "zstd", "overwrite": False},
+        {"input_path": job.source.path, "key_added": "clusters", "overwrite": False},
+        {"id_column": "sample_id", "compression": "snappy", "overwrite": False},
+    ]
+    for sink in job.output.sinks:
+        built = make_sink(sink.format, sink.path, **sink.sink_options(job))
+        assert isinstance(built, SINKS[sink.format]) and str(built.path) == sink.path and not built.overwrite
+    anndata = make_sink("anndata", tmp_path / "x.h5ad", **job.output.sinks[2].sink_options(job, overwrite=True))
+    assert anndata.input_path == Path(job.source.path) and anndata.key_added == "clusters" and anndata.overwrite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import anndata as ad
@@ -24,7 +25,7 @@ from pipeline.exceptions import (
     SourceShapeError,
     SparseMatrixError,
 )
-from pipeline.sources import AnnDataSource, ParquetSource, ZarrSource, make_source
+from pipeline.sources import SOURCES, AnnDataSource, ParquetSource, ZarrSource, make_source
 
 
 def test_every_error_is_a_gmm_stream_error_and_the_builtin():
@@ -238,6 +239,34 @@ def test_chunk_sizes_must_be_positive(tmp_path):
         ParquetSource(path, chunk_rows=0).open()
     with pytest.raises(ChunkSizeError, match="chunk_bytes"):
         ParquetSource(path, chunk_bytes="0B").open()
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+def test_each_source_declares_its_own_options(kind):
+    """The options model names exactly what the constructor takes beyond the base's arguments,
+    with the same defaults."""
+    cls = SOURCES[kind]
+    own = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+           if name not in ("self", "path", "chunk_rows", "chunk_bytes", "storage_options")}
+    fields = cls.options_model.model_fields
+    assert set(fields) == set(own)
+    assert {name: f.default for name, f in fields.items()} == own
+
+
+@pytest.mark.parametrize("build, key, words", [
+    (lambda p: ZarrSource(p, "a", variable="b"), "variable", "give either array or variable, not both"),
+    (lambda p: AnnDataSource(p, layer="a", obsm="b"), "obsm", "give either layer or obsm, not both"),
+    (lambda p: AnnDataSource(p, sparse="dense"), "sparse", "'densify' or 'raise', got 'dense'"),
+    (lambda p: ParquetSource(p, columns=["a", "b", "a"]), "columns", "columns are listed twice: ['a']"),
+    (lambda p: ParquetSource(p, columns=["a"], id_column="a"), "id_column", "'a' is also a feature column"),
+    (lambda p: ParquetSource(p, columns=[]), "columns", "at least 1 item"),
+    (lambda p: ZarrSource(p, ""), "array", "at least 1 character"),
+])
+def test_options_breaking_a_rule_are_refused_by_the_constructor(tmp_path, build, key, words):
+    with pytest.raises(SelectionError) as info:
+        build(tmp_path / "data")
+    assert f"source {str(tmp_path / 'data')!r}: {key}: " in str(info.value)
+    assert words in str(info.value)
 
 
 def test_unknown_kind_and_unknown_suffix(tmp_path):

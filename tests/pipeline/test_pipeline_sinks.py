@@ -6,6 +6,7 @@ One shared base (:class:`SinkRoundTrip`) is inherited per output format.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import warnings
@@ -20,12 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 import zarr
+from pydantic_core import PydanticUndefined
 
 import gmm_stream
 from pipeline.exceptions import InputOverlapError, OutputExistsError, SinkError
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION, make_provenance
 from pipeline.results import Results
-from pipeline.sinks import METADATA_KEY, AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
+from pipeline.sinks import METADATA_KEY, SINKS, AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink
 
 N, K, CHUNK = 300, 3, 64
 SETTINGS = {"n_components": K, "steps": ["standardize"], "seed": 0}
@@ -310,6 +312,31 @@ def test_make_sink_and_results_validation(tmp_path):
         Results(np.zeros(3, int), np.zeros((4, 2)), np.zeros(3))
     with pytest.raises(SinkError, match="key_added"):
         AnnDataSink(tmp_path / "o.h5ad", tmp_path / "i.h5ad", key_added="a/b")
+
+
+@pytest.mark.parametrize("kind", sorted(SINKS))
+def test_each_sink_declares_its_own_options(kind):
+    """The options model names exactly what the constructor takes beyond path and overwrite,
+    with the same defaults."""
+    cls = SINKS[kind]
+    own = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+           if name not in ("self", "path", "overwrite")}
+    fields = cls.options_model.model_fields
+    assert set(fields) == set(own)
+    assert {name: f.default if f.default is not PydanticUndefined else inspect.Parameter.empty
+            for name, f in fields.items()} == own
+
+
+@pytest.mark.parametrize("kind, options, key, words", [
+    ("zarr", {"zarr_format": 4}, "zarr_format", "2 or 3, got 4"),
+    ("parquet", {"compression": "lzo"}, "compression", "'brotli' or 'none', got 'lzo'"),
+    ("parquet", {"id_column": ""}, "id_column", "at least 1 character"),
+    ("anndata", {"input_path": "in.h5ad", "key_added": "a/b"}, "key_added", "got 'a/b'"),
+])
+def test_sink_options_breaking_a_rule_are_refused_by_the_constructor(tmp_path, kind, options, key, words):
+    with pytest.raises(SinkError) as info:
+        make_sink(kind, tmp_path / "out", **options)
+    assert f"{kind} sink {str(tmp_path / 'out')!r}: {key}: " in str(info.value) and words in str(info.value)
 
 
 def test_nothing_is_computed_before_write(tmp_path):
