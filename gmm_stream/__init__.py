@@ -12,6 +12,8 @@ before any data exist: :data:`COVARIANCE_TYPES`, :data:`INIT_PARAMS` and
 """
 
 from . import _criteria as criteria
+from ._dask import one_blas_thread_per_dask_thread
+from ._features import check_features
 from ._init import INIT_PARAMS
 from ._init_checks import check_initial_parameters
 from ._params import COVARIANCE_TYPES, GaussianParams
@@ -31,6 +33,7 @@ __all__ = [
     "SufficientStats",
     "canonical_order",
     "check_initial_parameters",
+    "check_features",
     "chunk_statistics",
     "criteria",
     "contingency",
@@ -40,6 +43,7 @@ __all__ = [
     "load_state",
     "save_state",
     "m_step",
+    "one_blas_thread_per_dask_thread",
     "match_by_overlap",
     "match_to_reference",
     "posterior",

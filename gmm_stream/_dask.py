@@ -84,16 +84,24 @@ def statistics(X, params: GaussianParams, sample_weight=None) -> SufficientStats
     p = dask.delayed(params, traverse=False)
     parts = [dask.delayed(chunk_statistics, pure=True)(b, p, sample_weight=w) for b, w in zip(blocks, weights)]
     total = _tree_sum(parts)
-    with _one_blas_thread_per_dask_thread(total):
+    with one_blas_thread_per_dask_thread([total]):
         (total,) = dask.compute(total)
     return total
 
 
-def _one_blas_thread_per_dask_thread(collection):
-    """On Dask's threaded scheduler the chunks already run in parallel: a multi-threaded
-    BLAS inside each of them oversubscribes the cores (measured 3-10x slower on 2 cores
-    under load). Distributed workers get one BLAS thread from their nanny already."""
-    if dask.base.get_scheduler(collections=[collection]) is dask.threaded.get:
+def one_blas_thread_per_dask_thread(collections=None):
+    """A context in which BLAS runs one thread per Dask thread, when Dask's threaded
+    scheduler runs the chunks (of ``collections``, or the default scheduler).
+
+    On the threaded scheduler the chunks already run in parallel: a multi-threaded BLAS
+    inside each of them oversubscribes the cores (measured 3-10x slower on 2 cores under
+    load). Distributed workers get one BLAS thread from their nanny already, and the
+    synchronous scheduler runs one chunk at a time: both keep their BLAS threads. This is
+    the one place gmm-stream limits BLAS threads (the EM passes, the preprocessing
+    passes and the sinks' writes all go through it).
+    """
+    collections = None if collections is None else list(collections)
+    if dask.base.get_scheduler(collections=collections) is dask.threaded.get:
         return threadpool_limits(limits=1, user_api="blas")
     return contextlib.nullcontext()
 

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _criteria, _dask
+from ._features import check_features
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._init_checks import check_init_array, check_precisions_init, check_weights_init
@@ -396,14 +397,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return X
 
     def _check_features(self, n_features: int, names) -> None:
-        if n_features != self.n_features_in_:
-            raise InvalidInputError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
-            )
-        fitted = getattr(self, "feature_names_in_", None)
-        if names is not None and fitted is not None and not np.array_equal(names, fitted):
-            raise InvalidInputError("the feature names of X differ from those seen in fit")
+        check_features(n_features, names, expected=self.n_features_in_,
+                       expected_names=getattr(self, "feature_names_in_", None), owner=type(self).__name__)
 
     def _validate_weights(self, sample_weight, X):
         if sample_weight is None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import dask
 import dask.base
-from threadpoolctl import threadpool_limits
+
+from gmm_stream import one_blas_thread_per_dask_thread
 
 __all__ = ["active_client", "private_threads", "compute_all"]
 
@@ -39,7 +40,7 @@ def private_threads(num_workers: int | None = None) -> Iterator[None]:
     pool = ThreadPoolExecutor(workers, thread_name_prefix="pipeline-sink")
     try:
         # one BLAS thread per Dask thread: workers x BLAS threads would oversubscribe the cores
-        with dask.config.set(scheduler="threads", pool=pool), threadpool_limits(limits=1, user_api="blas"):
+        with dask.config.set(scheduler="threads", pool=pool), one_blas_thread_per_dask_thread():
             yield
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

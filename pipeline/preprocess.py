@@ -50,10 +50,11 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from threadpoolctl import threadpool_limits
 
 from gmm_stream import _persist as persist
 from gmm_stream.atomic import atomic_output, check_not_input
+from gmm_stream import check_features
+from gmm_stream import one_blas_thread_per_dask_thread
 from gmm_stream.exceptions import NumericalOverflowError
 from pipeline.exceptions import (
     ConstantFeatureWarning,
@@ -80,7 +81,7 @@ Data = TypeVar("Data", xr.DataArray, da.Array, np.ndarray)
 
 def _compute(tasks: list[Any]) -> tuple[Any, ...]:
     """``dask.compute`` with one BLAS thread per task (Dask threads x BLAS threads <= cores)."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread_per_dask_thread(tasks):
         return dask.compute(*tasks)
 
 
@@ -839,17 +840,8 @@ class Preprocessor:
         return m[0] if one else m
 
     def _check_features(self, data: da.Array, X: Any) -> None:
-        if data.shape[1] != self.n_features_in_:
-            raise PreprocessingError(
-                f"data have {data.shape[1]} features, the preprocessing was fitted on {self.n_features_in_}"
-            )
-        names = _feature_names(X)
-        if names is not None and self.feature_names_in_ is not None and names != self.feature_names_in_:
-            diff = [(a, b) for a, b in zip(names, self.feature_names_in_, strict=True) if a != b][:5]
-            raise PreprocessingError(
-                f"feature names differ from those seen in fit (first differences, got vs fitted: {diff}); "
-                "select the same features in the same order"
-            )
+        check_features(int(data.shape[1]), _feature_names(X), expected=self.n_features_in_,
+                       expected_names=self.feature_names_in_, owner="the preprocessing", error=PreprocessingError)
 
     def _wrap(self, X: xr.DataArray, data: da.Array) -> xr.DataArray:
         row_dim, col_dim = X.dims

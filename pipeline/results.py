@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from gmm_stream import GaussianParams, posterior
-from gmm_stream.exceptions import InvalidInputError
+from gmm_stream import check_features
 from pipeline._chunks import row_chunks
 from pipeline.exceptions import SinkError
 
@@ -156,17 +156,11 @@ def _predict_block(block: np.ndarray, params: GaussianParams) -> np.ndarray:
 
 
 def _check_features(model: Any, X: Any, n_features: int) -> None:
-    expected = getattr(model, "n_features_in_", n_features)
-    if n_features != expected:
-        raise InvalidInputError(f"X has {n_features} features, but the model was fitted on {expected}")
-    fitted = getattr(model, "feature_names_in_", None)
-    if isinstance(X, xr.DataArray) and X.dims[1] in X.coords and fitted is not None:
+    names = None
+    if isinstance(X, xr.DataArray) and X.dims[1] in X.coords:
         names = np.asarray(X.coords[X.dims[1]].values).astype(str)
-        if not np.array_equal(names, np.asarray(fitted).astype(str)):
-            raise InvalidInputError(
-                "the feature names of X differ from those the model was fitted on; "
-                "select the same features in the same order"
-            )
+    check_features(n_features, names, expected=getattr(model, "n_features_in_", n_features),
+                   expected_names=getattr(model, "feature_names_in_", None), owner=type(model).__name__)
 
 
 def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray, *,

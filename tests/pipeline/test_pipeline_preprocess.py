@@ -199,11 +199,11 @@ def test_dataarray_keeps_ids_and_names_pca_features(tmp_path):
 
 def test_transform_checks_features(X):
     pre = Preprocessor(["standardize"]).fit(X)
-    with pytest.raises(PreprocessingError, match="5 features.*fitted on 6"):
+    with pytest.raises(PreprocessingError, match="X has 5 features, but the preprocessing is expecting 6"):
         pre.transform(X[:, :5])
     named = xr.DataArray(X, dims=("sample", "feature"), coords={"feature": list("abcdef")})
     pre = Preprocessor(["standardize"]).fit(named)
-    with pytest.raises(PreprocessingError, match="feature names differ"):
+    with pytest.raises(PreprocessingError, match="feature names of X differ"):
         pre.transform(named.assign_coords(feature=list("abcdfe")))
 
 
