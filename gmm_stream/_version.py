@@ -1,6 +1,3 @@
-from importlib.metadata import PackageNotFoundError, version
+"""The version of gmm-stream: the one place it is written (``pyproject.toml`` reads it from here)."""
 
-try:
-    __version__ = version("gmm-stream")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.1.0"
+__version__ = "0.1.0"

@@ -36,7 +36,7 @@ from flows_testing import (
     write_parquet,
 )
 
-pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(300),
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 
 

@@ -36,7 +36,7 @@ from flows_testing import (
     write_parquet,
 )
 
-pytestmark = [pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 
 
 def _clean_env(home: Path, **extra: str) -> dict[str, str]:

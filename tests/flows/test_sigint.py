@@ -26,7 +26,7 @@ import pytest
 
 from flows_testing import BIN, checkpoint_iteration, small_data, write_job, write_parquet
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")]
 
 EXIT_WITHIN = 5.0  # seconds from Ctrl-C to the exit of the run
 MAX_ITER = 100_000  # with tol 0: EM runs until interrupted

@@ -27,6 +27,7 @@ from pipeline.output_set import OutputSet
 DRIVER = Path(__file__).with_name("kill_driver.py")
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_file_operation_leaves_the_old_set_or_the_new_one(tmp_path):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # no BLAS threads across fork()
     proc = subprocess.run([sys.executable, str(DRIVER), str(tmp_path)], capture_output=True, text=True,
