@@ -101,6 +101,7 @@ class ChunkReads:
         import zarr.storage
 
         self.counts: collections.Counter[str] = collections.Counter()
+        self.first_read: float | None = None  # time.time() of the first counted read
         self._lock = threading.Lock()
         pattern = re.compile(rf"^{re.escape(array)}/c/")
         root = os.path.realpath(store)
@@ -110,6 +111,8 @@ class ChunkReads:
             if pattern.match(key) and os.path.realpath(str(store_self.root)) == root:
                 with self._lock:
                     self.counts[key] += 1
+                    if self.first_read is None:
+                        self.first_read = time.time()
             return await original(store_self, key, prototype, byte_range)
 
         zarr.storage.LocalStore.get = get
@@ -133,13 +136,15 @@ def _status_mib(field: str, pid: str = "self") -> float | None:
 # ------------------------------------------------- worker preload (distributed.worker.preload)
 
 _worker_reads: ChunkReads | None = None
+_worker_start_rss: float | None = None
 _worker_dumped = False
 
 
 def dask_setup(worker) -> None:
     """Run by each Dask worker that loads this file as a preload: count its chunk reads."""
-    global _worker_reads
+    global _worker_reads, _worker_start_rss
     if os.environ.get(ENV_STORE) and os.environ.get(ENV_COUNTS):
+        _worker_start_rss = _status_mib("VmRSS")
         _worker_reads = ChunkReads(os.environ[ENV_STORE], ARRAY)
         atexit.register(_dump_worker, str(getattr(worker, "name", "")))
 
@@ -157,6 +162,7 @@ def _dump_worker(name: str) -> None:
     path = Path(os.environ[ENV_COUNTS]) / f"worker-{os.getpid()}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "name": name, "counts": _worker_reads.snapshot(),
+                               "first_read": _worker_reads.first_read, "start_rss_mib": _worker_start_rss,
                                "peak_rss_mib": _status_mib("VmHWM")}))
     tmp.replace(path)
 
@@ -230,10 +236,24 @@ def io_counters() -> dict[str, int]:
         return {k: int(v) for k, v in (line.split(":") for line in f)}
 
 
-class Sampler:
-    """RSS of this process and of each of its descendants, every ``interval`` seconds."""
+def thread_io() -> dict[str, int]:
+    """``/proc/thread-self/io`` of the calling thread (zeros where unreadable)."""
+    try:
+        with open("/proc/thread-self/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+    except OSError:
+        return collections.defaultdict(int)
 
-    def __init__(self, interval: float = 0.02) -> None:
+
+class Sampler:
+    """RSS of this process and of each of its descendants, every ``interval`` seconds.
+
+    The descendants are listed every ``rescan`` seconds (listing scans all of ``/proc``);
+    the reads of ``/proc`` this thread makes are kept in ``io`` so that they can be taken
+    out of the process's ``rchar``.
+    """
+
+    def __init__(self, interval: float = 0.02, rescan: float = 0.5) -> None:
         import psutil
 
         self._psutil = psutil
@@ -243,7 +263,8 @@ class Sampler:
         self.child_names: dict[int, str] = {}
         self.sum_peaks: list[tuple[set[int], int]] = []  # (pids, summed RSS) at the highest instants
         self._samples: list[tuple[frozenset[int], int]] = []
-        self._interval = interval
+        self._interval, self._rescan = interval, rescan
+        self.io = {"rchar": 0, "wchar": 0}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -256,11 +277,25 @@ class Sampler:
         self._thread.join()
 
     def _run(self) -> None:
+        io0 = thread_io()
+        try:
+            self._sample()
+        finally:
+            io1 = thread_io()
+            self.io = {k: io1[k] - io0[k] for k in ("rchar", "wchar")}
+
+    def _sample(self) -> None:
         psutil = self._psutil
+        children: list = []
+        listed = 0.0
         while not self._done.is_set():
             self.own_peak = max(self.own_peak, self._me.memory_info().rss)
+            if time.monotonic() - listed > self._rescan:
+                known = {c.pid: c for c in children}
+                children = [known.get(c.pid, c) for c in self._me.children(recursive=True)]
+                listed = time.monotonic()
             rss = {}
-            for child in self._me.children(recursive=True):
+            for child in children:
                 try:
                     if child.pid not in self.child_names:
                         self.child_names[child.pid] = " ".join(child.cmdline())[:200]
@@ -312,8 +347,10 @@ def flow_process(spec: dict) -> dict:
         "baseline_rss_mib": baseline,
         "peak_rss_mib": _status_mib("VmHWM"),
         "sampled_peak_rss_mib": sampler.own_peak / MIB,
-        "rchar": io1["rchar"] - io0["rchar"],
-        "wchar": io1["wchar"] - io0["wchar"],
+        "rchar": io1["rchar"] - io0["rchar"] - sampler.io["rchar"],  # without the sampler's reads of /proc
+        "wchar": io1["wchar"] - io0["wchar"] - sampler.io["wchar"],
+        "sampler_rchar": sampler.io["rchar"],
+        "flow_first_read": reads.first_read,
         "pressure": None if stall0 is None else (stall1 - stall0) / wall,
         "flow_counts": reads.snapshot(),
     }
@@ -353,15 +390,17 @@ def stage_times(flow_run_id: str, timeout: float = 60.0) -> dict:
                 break
             time.sleep(0.5)
     stages: dict[str, float] = {}
+    starts: dict[str, float] = {}
     for r in runs:
         if r.start_time is None or r.end_time is None:
             continue
         name = next((s for s in STAGES if r.name == s or r.name.startswith(s + "-")), r.name)
         stages[name] = stages.get(name, 0.0) + (r.end_time - r.start_time).total_seconds()
+        starts[name] = min(starts.get(name, float("inf")), r.start_time.timestamp())
     flow_s = None
     if flow_run.start_time is not None and flow_run.end_time is not None:
         flow_s = (flow_run.end_time - flow_run.start_time).total_seconds()
-    return {"stages": stages, "flow_s": flow_s, "complete": bool(ended)}
+    return {"stages": stages, "starts": starts, "flow_s": flow_s, "complete": bool(ended)}
 
 
 def check_outputs(out: Path, n: int) -> str:
@@ -409,6 +448,9 @@ def run_once(args, scheduler: str, index: int, store: Path, n_chunks: int, env: 
     res["passes"] = {"mean": sum(counts.values()) / n_chunks, "max": max(per_chunk), "min": min(per_chunk),
                      "chunks_read": sum(1 for c in per_chunk if c), "n_chunks": n_chunks,
                      "other_keys": sorted(set(counts) - set(chunk_keys(n_chunks)))}
+    begun = res["timing"]["starts"].get("fit-preprocessing")
+    firsts = [w.get("first_read") for w in res.get("workers", [])] + [res["flow_first_read"]]
+    res["first_read_after_s"] = None if begun is None else sorted(f - begun for f in firsts if f is not None)
     res["outputs"] = check_outputs(out, args.rows)
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
@@ -570,9 +612,14 @@ def print_results(args, results: dict[str, list[dict]]) -> None:
 
     for s in cols:
         for r in ok[s]:
-            extra = {pid: c for pid, c in r.get("children", {}).items()}
+            extra = {pid: c for pid, c in r.get("children", {}).items() if c["peak_mib"] >= 50}
             pressure = "-" if r["pressure"] is None else f"{r['pressure']:.0%}"
-            line = f"  {r['tag']}: CPU pressure {pressure}; outputs {r['outputs']}"
+            first = " / ".join(f"{x:.1f}" for x in r.get("first_read_after_s") or []) or "-"
+            line = (f"  {r['tag']}: CPU pressure {pressure}; first chunk read {first} s after fit-preprocessing "
+                    f"began (per reading process); outputs {r['outputs']}")
+            if r.get("workers"):
+                line += "; worker RSS at start " + " / ".join(
+                    f"{w['start_rss_mib']:.0f}" for w in r["workers"] if w.get("start_rss_mib")) + " MiB"
             if r["passes"]["other_keys"]:
                 line += f"; reads of other keys of X: {r['passes']['other_keys'][:5]}"
             if extra:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -48,7 +47,8 @@ from pipeline import (
     scores_from,
     write_results,
 )
-from gmm_stream.matching import LabelMatching, contingency
+from gmm_stream.matching import LabelMatching
+from pipeline.labels import label_overlap, read_labels
 from pipeline.output_set import OutputSet, Run
 from pipeline.provenance import canonical_json
 from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
@@ -334,18 +334,9 @@ def previous_labels(job: Job) -> pd.Series | None:
     """The published run's labels by sample id (from its first Parquet or Zarr sink), or None."""
     for sink in job.output.sinks:
         path = job.output_dir / "current" / os.path.relpath(sink.path, job.output_dir)
-        if not path.exists():
-            continue
-        if sink.format == "parquet":
-            frame = pd.read_parquet(path, columns=[sink.id_column, "label"])
-            return pd.Series(frame["label"].to_numpy(), index=frame[sink.id_column].astype(str).to_numpy())
-        if sink.format == "zarr":
-            import zarr
-
-            group = zarr.open_group(str(path), mode="r")
-            name = "label" if "label" in group else "labels"
-            ids = np.asarray(group["sample"][:]).astype(str)
-            return pd.Series(np.asarray(group[name][:]), index=ids)
+        labels = read_labels(path, sink.format, getattr(sink, "id_column", "sample_id"))
+        if labels is not None:
+            return labels
     return None
 
 
@@ -358,18 +349,7 @@ def overlap_with_previous(job: Job, model: GaussianMixture, Z: xr.DataArray) -> 
     if job.labels.reference != "previous" or "sample" not in Z.coords:
         return None
     reference = previous_labels(job)
-    if reference is None:
-        return None
-    res = predict_results(model, Z)
-    labels, ids = dask.compute(res.labels, res.sample_ids)
-    ids = np.asarray(ids).astype(str)
-    shared = pd.Index(reference.index).get_indexer(ids)
-    found = shared >= 0
-    if not found.any():
-        return None
-    ref = reference.to_numpy()[shared[found]]
-    k_ref = int(ref.max()) + 1 if ref.size else 0
-    return contingency(np.asarray(labels)[found], ref, model.n_components, max(k_ref, 1))
+    return None if reference is None else label_overlap(predict_results(model, Z), reference)
 
 
 @task(name="label-components", **IO)
