@@ -10,9 +10,10 @@ from ._params import GaussianParams
 from ._persist import load_model, load_state, save_state
 from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step, posterior
 from ._version import __version__
-from .mixture import EMState, GaussianMixture
+from .mixture import EMResult, EMState, GaussianMixture
 
 __all__ = [
+    "EMResult",
     "EMState",
     "GaussianMixture",
     "GaussianParams",

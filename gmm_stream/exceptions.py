@@ -47,7 +47,25 @@ class IllConditionedCovarianceError(GMMStreamError, ValueError):
 
 
 class ModelFormatError(GMMStreamError, ValueError):
-    """A saved model directory is missing, incomplete or of an unknown format."""
+    """A saved model or checkpoint is missing, incomplete, of an unknown format or invalid.
+
+    Raised by ``from_state`` (:meth:`GaussianMixture.from_state`,
+    :meth:`EMState.from_state`) for a state that is not what ``get_state`` gives, naming
+    the field, and by the data layer for a saved directory, naming the file too.
+
+    Attributes
+    ----------
+    field : str or None
+        The key (``params.n_components``) or array (``means``) at fault, when known.
+    part : {"meta", "arrays"} or None
+        Which half of a state holds it, so that a file layer can name its file.
+    reason : str or None
+        The message without the field (what is wrong with it).
+    """
+
+    field: str | None = None
+    part: str | None = None
+    reason: str | None = None
 
 
 class NumericalOverflowError(GMMStreamError, OverflowError, ValueError):

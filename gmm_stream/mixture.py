@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import _dask
+from . import _dask, _state
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._params import (
@@ -43,10 +43,37 @@ MAX_PARAMETERS_PER_ROW = 0.1
 #: ``init_params`` that scikit-learn allows with ``array_api_dispatch`` enabled
 _ARRAY_API_INIT_PARAMS = ["random", "random_from_data"]
 
-__all__ = ["EMState", "GaussianMixture"]
+__all__ = ["EMResult", "EMState", "GaussianMixture"]
 
 
 # ----------------------------------------------------------------------------- EM state
+
+
+@dataclass(frozen=True, eq=False)
+class EMResult:
+    """The outcome of one finished EM initialisation.
+
+    Attributes
+    ----------
+    params : GaussianParams
+        Parameters after the last M-step.
+    converged : bool
+    n_iter : int
+        Iterations done.
+    lower_bound : float
+        The last lower bound (``-inf`` when no iteration ran).
+    lower_bounds : tuple of float
+        Lower bound of each iteration.
+    n_empty : int
+        Rows with no observed value.
+    """
+
+    params: GaussianParams
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    lower_bounds: tuple[float, ...]
+    n_empty: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +93,8 @@ class EMState:
     converged : bool
     n_empty : int
         Rows with no observed value.
-    best : dict or None
-        Result of the best finished initialisation (keys ``params, converged, n_iter,
-        lower_bound, lower_bounds, n_empty``).
+    best : EMResult or None
+        Result of the best finished initialisation.
     stats : SufficientStats or None
         Statistics of the last E-step.
     """
@@ -79,16 +105,57 @@ class EMState:
     lower_bounds: list = field(default_factory=list)
     converged: bool = False
     n_empty: int = 0
-    best: dict | None = None
+    best: EMResult | None = None
     stats: SufficientStats | None = None
 
     @property
     def lower_bound(self) -> float:
         return self.lower_bounds[-1] if self.lower_bounds else -np.inf
 
-    def result(self) -> dict:
-        return {"params": self.params, "converged": self.converged, "n_iter": self.n_iter,
-                "lower_bound": self.lower_bound, "lower_bounds": list(self.lower_bounds), "n_empty": self.n_empty}
+    def result(self) -> EMResult:
+        """This initialisation's outcome, as it stands."""
+        return EMResult(self.params, bool(self.converged), int(self.n_iter), float(self.lower_bound),
+                        tuple(float(b) for b in self.lower_bounds), int(self.n_empty))
+
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The checkpoint as JSON-able metadata and NumPy arrays (see :mod:`gmm_stream._state`).
+
+        Returns
+        -------
+        meta : dict
+        arrays : dict of str to ndarray
+        """
+        return _state.checkpoint_state(self)
+
+    @classmethod
+    def check_state(cls, meta, headers=None) -> None:
+        """Check checkpoint metadata and the names, shapes and dtypes of its arrays, no values.
+
+        ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
+        headers it read, before reading any data. Without it only ``meta`` is checked.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field (see :func:`gmm_stream._state.check_checkpoint_state`).
+        """
+        _state.check_checkpoint_state(meta, headers)
+
+    @classmethod
+    def from_state(cls, meta, arrays) -> EMState:
+        """The checkpoint of :meth:`get_state`, after checking every key, shape and value.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field; its ``part`` is ``"meta"`` or ``"arrays"``.
+        """
+        pieces = _state.checkpoint_from_state(meta, arrays)
+        best = pieces.pop("best")
+        if best is not None:
+            best = EMResult(best["params"], best["converged"], best["n_iter"], float(best["lower_bound"]),
+                            tuple(float(b) for b in best["lower_bounds"]), best["n_empty"])
+        return cls(best=best, **pieces)
 
 
 # ------------------------------------------------------------------ block functions (pure)
@@ -517,7 +584,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              check_usable=isinstance(X, da.Array), warn=do_init)
             result = state.result()
             # as scikit-learn: the best lower bound wins; with max_iter=0 (no bound) the last init
-            if best is None or result["lower_bound"] > best["lower_bound"] or best["lower_bound"] == -np.inf:
+            if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
         self._set_fitted(best, X.dtype, namespace)
         if not self.converged_ and self.max_iter > 0:
@@ -529,15 +596,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _set_fitted(self, best: dict, dtype, namespace: Namespace | None) -> None:
+    def _set_fitted(self, best: EMResult, dtype, namespace: Namespace | None) -> None:
         """The fitted attributes from the best initialisation, in the input's dtype and namespace."""
-        self._params = best["params"].astype(dtype)
+        self._params = best.params.astype(dtype)
         self._xp = namespace
-        self.converged_ = best["converged"]
-        self.n_iter_ = best["n_iter"]
-        self.lower_bound_ = best["lower_bound"]
-        self.lower_bounds_ = np.asarray(best["lower_bounds"], dtype=np.float64)
-        self.n_empty_rows_ = best["n_empty"]
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = np.asarray(best.lower_bounds, dtype=np.float64)
+        self.n_empty_rows_ = best.n_empty
 
     def _initial_parameters(self, sample, inits: dict, random_state) -> GaussianParams:
         params = None
@@ -862,6 +929,70 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if namespace is None:
             return X.astype(np.float64, copy=False), y
         return namespace.asarray(X, "max_float"), namespace.asarray(y, "int64")
+
+    # ------------------------------------------------------------------------------ state
+
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The fitted model as JSON-able metadata and NumPy arrays (no pickle, no files).
+
+        ``meta`` holds the estimator's name and parameters, ``n_features_in``,
+        ``feature_names_in``, ``converged``, ``n_iter``, ``lower_bound``, ``lower_bounds``
+        and ``n_empty_rows``; ``arrays`` the ``weights``, ``means``, ``covariances`` and
+        ``precisions_cholesky`` (in the model's dtype). ``from_state`` takes them back;
+        ``pipeline.save_model`` writes them to a directory. An integer ``random_state`` is
+        kept, a random generator instance becomes None.
+
+        Returns
+        -------
+        meta : dict
+        arrays : dict of str to ndarray
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        """
+        self._fitted()
+        return _state.model_state(self)
+
+    @classmethod
+    def check_state(cls, meta, headers=None) -> None:
+        """Check a model's metadata and the names, shapes and dtypes of its arrays, no values.
+
+        ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
+        headers it read, before reading any data. Without it only ``meta`` is checked.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field (see :func:`gmm_stream._state.check_model_state`).
+        """
+        _state.check_model_state(meta, headers)
+
+    @classmethod
+    def from_state(cls, meta, arrays) -> GaussianMixture:
+        """The fitted model of :meth:`get_state`, after checking every key, shape and value.
+
+        Arrays may be float32 or float64; the model's are float64.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field, e.g. ``model state: means has shape (3, 2), expected (4, 2)
+            (n_components=4, n_features=2)``; its ``part`` is ``"meta"`` or ``"arrays"``.
+        """
+        params = _state.model_from_state(meta, arrays)
+        model = cls(**meta["params"])
+        model._params = params
+        model.n_features_in_ = meta["n_features_in"]
+        if meta["feature_names_in"] is not None:
+            model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        model.converged_ = meta["converged"]
+        model.n_iter_ = meta["n_iter"]
+        model.lower_bound_ = float(meta["lower_bound"])
+        model.lower_bounds_ = np.asarray(meta["lower_bounds"], dtype=np.float64)
+        model.n_empty_rows_ = meta["n_empty_rows"]
+        return model
 
     # ----------------------------------------------------------------------- persistence
 

@@ -45,6 +45,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from gmm_stream import _persist as persist
+from gmm_stream import _validate as check
 from gmm_stream.atomic import atomic_output, check_not_input
 from gmm_stream.exceptions import NumericalOverflowError
 from pipeline.exceptions import (
@@ -777,29 +778,29 @@ def _replace_file(target: Path, write: Any) -> None:
 _WHAT = "preprocessing directory"
 
 #: the parameters of each step in preprocessing.json, and their checkers
-_STEP_PARAMS: dict[str, dict[str, persist.Checker]] = {
+_STEP_PARAMS: dict[str, dict[str, check.Checker]] = {
     "log1p": {},
     "standardize": {},
-    "pca": {"n_components": persist.integer(1), "n_oversamples": persist.integer(0),
-            "n_power_iter": persist.integer(0), "random_state": persist.integer()},
+    "pca": {"n_components": check.integer(1), "n_oversamples": check.integer(0),
+            "n_power_iter": check.integer(0), "random_state": check.integer()},
 }
 
 
 def _check_step(src: persist.SavedFile, field: str, value: Any) -> None:
     """One step spec: a known ``name`` and exactly that step's parameters."""
     if not isinstance(value, dict) or "name" not in value:
-        persist.check_object(src, field, value, {"name": persist.string()})
-    persist.string(*STEP_ORDER)(src, f"{field}.name", value["name"])
-    persist.check_object(src, field, value, {"name": persist.string(), **_STEP_PARAMS[value["name"]]})
+        check.check_object(src, field, value, {"name": check.string()})
+    check.string(*STEP_ORDER)(src, f"{field}.name", value["name"])
+    check.check_object(src, field, value, {"name": check.string(), **_STEP_PARAMS[value["name"]]})
 
 
-_HEADER_KEYS: dict[str, persist.Checker] = {
-    "format": persist.string(FORMAT),
-    "format_version": persist.integer(1, FORMAT_VERSION),
-    "gmm_stream_version": persist.string(),
-    "n_features_in": persist.integer(1),
-    "feature_names_in": persist.optional(persist.list_of(persist.string())),
-    "steps": persist.list_of(_check_step),
+_HEADER_KEYS: dict[str, check.Checker] = {
+    "format": check.string(FORMAT),
+    "format_version": check.integer(1, FORMAT_VERSION),
+    "gmm_stream_version": check.string(),
+    "n_features_in": check.integer(1),
+    "feature_names_in": check.optional(check.list_of(check.string())),
+    "steps": check.list_of(_check_step),
 }
 
 
@@ -812,8 +813,8 @@ def _read_header(directory: Path) -> dict[str, Any]:
     src = persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
     header = persist.read_json(src)
     persist.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
-    persist.check_object(src, "", header, _HEADER_KEYS)
-    persist.check_feature_names(src, header)
+    check.check_object(src, "", header, _HEADER_KEYS)
+    check.check_feature_names(src, header)
     return header
 
 
@@ -850,12 +851,12 @@ def _check_step_values(src: persist.SavedFile, prefix: str, step: Step, arrays: 
     """Ranges of a step's arrays (already finite): positive scales, non-negative variances
     and counts, orthonormal PCA axes."""
     if isinstance(step, Standardize):
-        persist.check_nonnegative(src, prefix + "scale", arrays[prefix + "scale"], strict=True)
-        persist.check_nonnegative(src, prefix + "var", arrays[prefix + "var"])
-        persist.check_nonnegative(src, prefix + "n_samples_seen", arrays[prefix + "n_samples_seen"])
+        check.check_nonnegative(src, prefix + "scale", arrays[prefix + "scale"], strict=True)
+        check.check_nonnegative(src, prefix + "var", arrays[prefix + "var"])
+        check.check_nonnegative(src, prefix + "n_samples_seen", arrays[prefix + "n_samples_seen"])
     if isinstance(step, PCA):
-        persist.check_nonnegative(src, prefix + "explained_variance", arrays[prefix + "explained_variance"])
-        persist.check_nonnegative(src, prefix + "singular_values", arrays[prefix + "singular_values"])
+        check.check_nonnegative(src, prefix + "explained_variance", arrays[prefix + "explained_variance"])
+        check.check_nonnegative(src, prefix + "singular_values", arrays[prefix + "singular_values"])
         components = arrays[prefix + "components"]
         err = float(np.max(np.abs(components @ components.T - np.eye(components.shape[0]))))
         if err > 1e-6:

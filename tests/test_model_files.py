@@ -19,6 +19,7 @@ import pytest
 
 from gmm_stream import GaussianMixture, load_model, load_state, save_state
 from gmm_stream import _persist as persist
+from gmm_stream import _state
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from gmm_testing import COVARIANCE_TYPES, make_mixture
 from pipeline.exceptions import PreprocessingFormatError, PreprocessingNotFoundError
@@ -112,7 +113,7 @@ def test_unfitted_start_with_scikit_learn_initial_weights_still_loads(tmp_path, 
 
 
 def test_the_parameter_checks_cover_every_estimator_parameter():
-    assert set(persist._ESTIMATOR_PARAMS) == set(GaussianMixture().get_params())
+    assert set(_state.ESTIMATOR_PARAMS) == set(GaussianMixture().get_params())
 
 
 def test_errors_are_value_errors_of_gmm_stream(full_model_dir):
