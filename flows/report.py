@@ -618,7 +618,7 @@ def write_report(report: RunReport, directory: Path, *, plots: bool = True) -> d
     ``lower_bound.csv`` and ``lower_bound.png`` are written only when the run has a fit
     history (``report.lower_bounds`` not empty).
     """
-    from gmm_stream.atomic import atomic_output
+    from pipeline.atomic import atomic_output
 
     files: dict[str, str] = {}
     with atomic_output(directory, overwrite=True) as tmp:

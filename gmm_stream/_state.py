@@ -44,7 +44,6 @@ with ``field``, ``part`` (``"meta"`` or ``"arrays"``) and ``reason`` set.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
@@ -117,8 +116,6 @@ def jsonable(value: Any) -> Any:
         return [jsonable(item) for item in sorted(value)]
     if isinstance(value, (PurePath, datetime)):
         return str(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
     text = repr(value)
     raise TypeError(f"cannot convert the {type(value).__name__} value {text[:60]} to JSON; "
                     "pass numbers, strings, lists, dicts or NumPy arrays")

@@ -2,7 +2,9 @@
 
 All errors derive from :class:`GMMStreamError` and also from the builtin a caller
 would naturally catch (``ValueError``, ``FileNotFoundError``, ...), so
-``except ValueError`` keeps working for code written against scikit-learn.
+``except ValueError`` keeps working for code written against scikit-learn. The errors
+of files (an existing output, an output overlapping an input, a full disk) belong to the
+data layer, :mod:`pipeline.exceptions`, under the same base class.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ __all__ = [
     "IllConditionedCovarianceError",
     "ModelFormatError",
     "NumericalOverflowError",
-    "OutputExistsError",
-    "InputOverlapError",
-    "DiskFullError",
     "ConvergenceWarning",
     "EmptyComponentWarning",
     "OverParameterizedWarning",
@@ -103,15 +102,3 @@ class OverParameterizedWarning(UserWarning):
     Raised by :meth:`GaussianMixture.fit` when the number of free parameters exceeds
     ``MAX_PARAMETERS_PER_ROW`` (one tenth) of the usable rows.
     """
-
-
-class OutputExistsError(GMMStreamError, FileExistsError):
-    """An output already exists and ``overwrite`` was not requested."""
-
-
-class InputOverlapError(GMMStreamError, ValueError):
-    """An output path equals, lies inside, or contains an input: the input is never written."""
-
-
-class DiskFullError(GMMStreamError, OSError):
-    """The file system has no room (ENOSPC/EDQUOT) for an output; it is not retried."""

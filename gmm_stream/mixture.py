@@ -994,14 +994,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         model.n_empty_rows_ = meta["n_empty_rows"]
         return model
 
-    # ----------------------------------------------------------------------- persistence
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write the fitted model to a directory (JSON metadata + ``.npz`` arrays, no pickle)."""
-        from ._persist import save_model
-
-        save_model(self, path, overwrite=overwrite)
-
 
 # ------------------------------------------------------------------------------ helpers
 

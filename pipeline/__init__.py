@@ -7,11 +7,17 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.preprocess` -- ``log1p``, standardisation and PCA fitted out of core;
 - :mod:`pipeline.results` -- lazy labels / probabilities / log-densities of a model;
 - :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped;
+- :mod:`pipeline.model_files` -- a fitted model saved to a directory and loaded back, checked;
+- :mod:`pipeline.checkpoints` -- EM checkpoints and the fingerprint of the job they belong to;
+- :mod:`pipeline.atomic` -- outputs replaced whole, inputs never written;
 - :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
 """
 
 from __future__ import annotations
 
+from pipeline.checkpoints import load_state, save_state
+from pipeline.exceptions import DiskFullError, InputOverlapError, OutputExistsError
+from pipeline.model_files import load_model, save_model
 from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
 from pipeline.provenance import make_provenance
 from pipeline.results import Results, model_params, predict_results
@@ -39,4 +45,11 @@ __all__ = [
     "AnnDataSink",
     "make_sink",
     "make_provenance",
+    "save_model",
+    "load_model",
+    "save_state",
+    "load_state",
+    "OutputExistsError",
+    "InputOverlapError",
+    "DiskFullError",
 ]

@@ -44,8 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gmm_stream.atomic import atomic_output, fsync_tree, remove_path
-
+from pipeline.atomic import atomic_output, fsync_tree, remove_path
 from pipeline.exceptions import OutputExistsError, OutputLayoutError, OutputLockedError
 
 __all__ = ["OutputSet", "Run", "RUNS", "CURRENT", "LOCK_FILE", "RUN_FILE", "RESERVED_NAMES"]

@@ -44,10 +44,10 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from gmm_stream import _persist as persist
 from gmm_stream import _validate as check
-from gmm_stream.atomic import atomic_output, check_not_input
 from gmm_stream.exceptions import NumericalOverflowError
+from pipeline import model_files
+from pipeline.atomic import atomic_output, check_not_input
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -698,7 +698,7 @@ class Preprocessor:
         """Write ``preprocessing.json`` and ``preprocessing.npz`` into the directory ``path``.
 
         The directory may be the model's own (the names do not clash): save the model
-        first (``GaussianMixture.save`` creates the directory and refuses an existing
+        first (:func:`pipeline.save_model` creates the directory and refuses an existing
         one), then the preprocessing. Each file is written to a temporary sibling and
         renamed into place.
 
@@ -757,7 +757,7 @@ class Preprocessor:
         """
         directory = Path(path)
         header = _read_header(directory)
-        pre = _steps_from_header(persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError), header)
+        pre = _steps_from_header(model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError), header)
         arrays = _read_arrays(directory, pre.steps, header["n_features_in"])
         for i, step in enumerate(pre.steps):
             prefix = f"{i}.{step.name}."
@@ -773,7 +773,7 @@ def _replace_file(target: Path, write: Any) -> None:
         write(fh)
 
 
-# -- checking a saved preprocessing (the readers and checkers of gmm_stream._persist) ----
+# -- checking a saved preprocessing (the readers of pipeline.model_files) ---------------
 
 _WHAT = "preprocessing directory"
 
@@ -786,7 +786,7 @@ _STEP_PARAMS: dict[str, dict[str, check.Checker]] = {
 }
 
 
-def _check_step(src: persist.SavedFile, field: str, value: Any) -> None:
+def _check_step(src: model_files.SavedFile, field: str, value: Any) -> None:
     """One step spec: a known ``name`` and exactly that step's parameters."""
     if not isinstance(value, dict) or "name" not in value:
         check.check_object(src, field, value, {"name": check.string()})
@@ -810,15 +810,15 @@ def _read_header(directory: Path) -> dict[str, Any]:
         raise PreprocessingNotFoundError(
             f"no saved preprocessing at {directory} ({JSON_NAME} missing); save one with Preprocessor.save"
         )
-    src = persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
-    header = persist.read_json(src)
-    persist.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
+    src = model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
+    header = model_files.read_json(src)
+    model_files.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
     check.check_object(src, "", header, _HEADER_KEYS)
     check.check_feature_names(src, header)
     return header
 
 
-def _steps_from_header(src: persist.SavedFile, header: dict[str, Any]) -> Preprocessor:
+def _steps_from_header(src: model_files.SavedFile, header: dict[str, Any]) -> Preprocessor:
     """The (unfitted) steps of the header, in a valid order, PCA no wider than the features."""
     try:
         pre = Preprocessor(header["steps"])
@@ -847,7 +847,7 @@ def _saved_layout(steps: Sequence[Step], n_features: int) -> dict[str, tuple[tup
             for i, step in enumerate(steps) for key, shape in _step_shapes(step, n_features).items()}
 
 
-def _check_step_values(src: persist.SavedFile, prefix: str, step: Step, arrays: Mapping[str, np.ndarray]) -> None:
+def _check_step_values(src: model_files.SavedFile, prefix: str, step: Step, arrays: Mapping[str, np.ndarray]) -> None:
     """Ranges of a step's arrays (already finite): positive scales, non-negative variances
     and counts, orthonormal PCA axes."""
     if isinstance(step, Standardize):
@@ -865,9 +865,9 @@ def _check_step_values(src: persist.SavedFile, prefix: str, step: Step, arrays: 
 
 def _read_arrays(directory: Path, steps: Sequence[Step], n_features: int) -> dict[str, np.ndarray]:
     """``preprocessing.npz``, checked against the steps of the header."""
-    src = persist.SavedFile(directory, NPZ_NAME, _WHAT, PreprocessingFormatError)
+    src = model_files.SavedFile(directory, NPZ_NAME, _WHAT, PreprocessingFormatError)
     widths = "".join(f", pca n_components={s.n_components}" for s in steps if isinstance(s, PCA))
-    arrays = persist.load_arrays(src, _saved_layout(steps, n_features), f"n_features_in={n_features}{widths}")
+    arrays = model_files.load_arrays(src, _saved_layout(steps, n_features), f"n_features_in={n_features}{widths}")
     for i, step in enumerate(steps):
         _check_step_values(src, f"{i}.{step.name}.", step, arrays)
     return arrays

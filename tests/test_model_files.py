@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gmm_stream import GaussianMixture, load_model, load_state, save_state
-from gmm_stream import _persist as persist
-from gmm_stream import _state
+from gmm_stream import GaussianMixture, _state
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from gmm_testing import COVARIANCE_TYPES, make_mixture
+from pipeline import load_model, load_state, model_files, save_model, save_state
 from pipeline.exceptions import PreprocessingFormatError, PreprocessingNotFoundError
 from pipeline.preprocess import PCA, STEPS, Preprocessor, Standardize
 
@@ -42,14 +41,14 @@ def fitted(X):
 @pytest.fixture(params=COVARIANCE_TYPES)
 def model_dir(request, fitted, tmp_path):
     path = tmp_path / "model"
-    fitted[request.param].save(path)
+    save_model(fitted[request.param], path)
     return path
 
 
 @pytest.fixture
 def full_model_dir(fitted, tmp_path):
     path = tmp_path / "model"
-    fitted["full"].save(path)
+    save_model(fitted["full"], path)
     return path
 
 
@@ -108,7 +107,7 @@ def test_unfitted_start_with_scikit_learn_initial_weights_still_loads(tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gm = GaussianMixture(K, init_params="k-means++", max_iter=0, random_state=0).fit(X)
-    gm.save(tmp_path / "m")
+    save_model(gm, tmp_path / "m")
     np.testing.assert_array_equal(load_model(tmp_path / "m").weights_, gm.weights_)
 
 
@@ -172,7 +171,7 @@ def test_deep_nesting(full_model_dir):
 
 def test_huge_file_is_refused_before_parsing(full_model_dir):
     with open(full_model_dir / "model.json", "a") as fh:
-        fh.write(" " * (persist.MAX_JSON_BYTES + 1))
+        fh.write(" " * (model_files.MAX_JSON_BYTES + 1))
     refused(load_model, full_model_dir, "model.json", "bytes", "at most", "not parsed")
 
 
@@ -253,7 +252,7 @@ def test_negative_weight(model_dir):
 @pytest.mark.parametrize("ct", ["full", "tied"])
 def test_non_symmetric_covariance(fitted, tmp_path, ct):
     model_dir = tmp_path / "model"
-    fitted[ct].save(model_dir)
+    save_model(fitted[ct], model_dir)
     cov = npz_arrays(model_dir / "arrays.npz")["covariances"].copy()
     (cov[0] if ct == "full" else cov)[0, 1] += 0.5
     rewrite_npz(model_dir / "arrays.npz", covariances=cov)
@@ -284,7 +283,7 @@ def test_precisions_cholesky_inconsistent_with_the_covariances(model_dir):
 
 
 def test_precisions_cholesky_not_triangular(tmp_path, fitted):
-    fitted["tied"].save(tmp_path / "model")
+    save_model(fitted["tied"], tmp_path / "model")
     chol = npz_arrays(tmp_path / "model" / "arrays.npz")["precisions_cholesky"].copy()
     chol[1, 0] = chol[0, 1] = 0.1
     rewrite_npz(tmp_path / "model" / "arrays.npz", precisions_cholesky=chol)
@@ -517,7 +516,7 @@ def test_preprocessing_not_found_is_still_a_file_not_found_error(tmp_path):
 def test_a_model_fitted_with_verbose_true_round_trips(tmp_path, capsys):
     X = np.random.default_rng(0).normal(size=(200, 2))
     gm = GaussianMixture(2, random_state=0, verbose=True).fit(X)
-    gm.save(tmp_path / "m")
+    save_model(gm, tmp_path / "m")
     assert load_model(tmp_path / "m").verbose is True
 
 

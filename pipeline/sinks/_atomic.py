@@ -1,5 +1,5 @@
 """Sinks compute on a private thread pool (see :func:`private_threads`); atomic writes
-come from :mod:`gmm_stream.atomic`."""
+come from :mod:`pipeline.atomic`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import dask
 from threadpoolctl import threadpool_limits
 
-from gmm_stream.atomic import atomic_output, remove_path
+from pipeline.atomic import atomic_output, remove_path
 
 __all__ = ["atomic_output", "remove_path", "private_threads"]
 

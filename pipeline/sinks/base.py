@@ -11,9 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gmm_stream.atomic import check_not_input
-
 from pipeline._paths import input_paths
+from pipeline.atomic import check_not_input
 from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
 from pipeline.results import Results
 from pipeline.sinks._atomic import atomic_output, private_threads

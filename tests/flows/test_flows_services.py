@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from gmm_stream import load_model
 from flows.selection import select_flow
 from flows_testing import (
     BIN,
@@ -31,6 +30,7 @@ from flows_testing import (
     write_job,
     write_parquet,
 )
+from pipeline import load_model
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 

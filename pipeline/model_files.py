@@ -1,4 +1,5 @@
-"""Saving a fitted model to a directory and loading it back (never pickle).
+"""Saving a fitted model to a directory and loading it back (never pickle); the readers
+of every saved directory.
 
 A model directory holds ``model.json`` (format, package version, estimator parameters,
 fit history; readable by a person) and ``arrays.npz`` (weights, means, covariances and
@@ -20,7 +21,8 @@ naming the file and the field, e.g.
 
 The reading helpers (:class:`SavedFile`, :func:`read_json`, :func:`check_format`,
 :func:`open_npz`, :func:`load_arrays`) take the error class from the :class:`SavedFile`,
-so :meth:`pipeline.Preprocessor.load` uses them too, with its own error class.
+so :mod:`pipeline.checkpoints` and :meth:`pipeline.Preprocessor.load` use them too, the
+latter with its own error class.
 """
 
 from __future__ import annotations
@@ -37,11 +39,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from . import _validate as v
-from ._validate import Layout, describe
-from ._version import __version__
-from .atomic import atomic_output, recover
-from .exceptions import ModelFormatError
+from gmm_stream import GaussianMixture, __version__
+from gmm_stream import _validate as v
+from gmm_stream._validate import Layout, describe
+from gmm_stream.exceptions import ModelFormatError
+from pipeline.atomic import atomic_output, recover
+
+__all__ = ["save_model", "load_model", "SavedFile", "read_json", "check_format", "open_npz", "load_arrays",
+           "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 FORMAT = "gmm-stream-model"
 FORMAT_VERSION = 1
@@ -357,15 +362,30 @@ def load_state_files(cls, meta: dict, src: SavedFile, files: Mapping[str, SavedF
 _MODEL_STAMP: dict[str, v.Checker] = {"gmm_stream_version": v.string(), "created": v.timestamp}
 
 
-def save_model(model, path, *, overwrite: bool = False) -> None:
-    """Write a fitted model to the directory ``path`` (``model.json`` + ``arrays.npz``), atomically."""
+def save_model(model: GaussianMixture, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Write a fitted model to the directory ``path``: ``model.json`` and ``arrays.npz``.
+
+    Written into a hidden sibling and renamed into place (:func:`pipeline.atomic.atomic_output`):
+    a crash leaves the previous model or the new one.
+
+    Raises
+    ------
+    NotFittedError
+        If the model is not fitted.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    InputOverlapError
+        If ``path`` (resolved) overlaps an input opened in this process.
+    DiskFullError
+        If the disk filled up; any previous model is intact.
+    """
     state, arrays = model.get_state()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "gmm_stream_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **state}
     write_directory(path, {"arrays.npz": arrays, "model.json": meta}, overwrite=overwrite)
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike[str]) -> GaussianMixture:
     """Load a model written by :func:`save_model`, checking every file and value.
 
     Raises
@@ -375,8 +395,6 @@ def load_model(path):
         files or values is not what :func:`save_model` writes (see the module docstring);
         the message names the file and the field.
     """
-    from .mixture import GaussianMixture
-
     if not os.path.lexists(path):
         recover(path)  # a writer killed between the two renames of a replacement left it as a backup
     directory = check_directory(path)
@@ -384,35 +402,3 @@ def load_model(path):
     meta = split_stamp(files["meta"], read_json(files["meta"]), FORMAT, FORMAT_VERSION, "gmm-stream model",
                        _MODEL_STAMP)
     return load_state_files(GaussianMixture, meta, files["arrays"], files)
-
-
-# ------------------------------------------------------------------------- EM checkpoints
-
-STATE_FORMAT = "gmm-stream-em-state"
-_STATE_STAMP: dict[str, v.Checker] = {"gmm_stream_version": v.string()}
-
-
-def save_state(state, path, *, overwrite: bool = True) -> None:
-    """Write an :class:`~gmm_stream.EMState` (a checkpoint) to the directory ``path``, atomically."""
-    body, arrays = state.get_state()
-    meta = {"format": STATE_FORMAT, "format_version": FORMAT_VERSION, "gmm_stream_version": __version__, **body}
-    write_directory(path, {"state.npz": arrays, "state.json": meta}, overwrite=overwrite)
-
-
-def load_state(path):
-    """Read a checkpoint written by :func:`save_state`, checking every file and value.
-
-    Raises
-    ------
-    ModelFormatError
-        If the directory is not a gmm-stream checkpoint or any of its files or values is
-        not what :func:`save_state` writes; the message names the file and the field.
-    """
-    from .mixture import EMState
-
-    directory = check_directory(path, "checkpoint directory")
-    files = {"meta": SavedFile(directory, "state.json", "checkpoint directory"),
-             "arrays": SavedFile(directory, "state.npz", "checkpoint directory")}
-    meta = split_stamp(files["meta"], read_json(files["meta"]), STATE_FORMAT, FORMAT_VERSION,
-                       "gmm-stream checkpoint", _STATE_STAMP)
-    return load_state_files(EMState, meta, files["arrays"], files)
