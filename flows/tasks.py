@@ -12,7 +12,6 @@ logic; the tasks only call them, so they can be tested without Prefect.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from gmm_stream import EMState, GaussianMixture
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from pipeline import (
     Preprocessor,
+    formats,
     load_model,
     load_state,
     make_provenance,
@@ -491,8 +491,7 @@ def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preproc
     Written atomically; a resumed run replaces the copy an interrupted attempt wrote.
     """
     training = {
-        "format": "gmm-stream-training",
-        "format_version": 1,
+        **formats.stamp("training"),
         "n_rows": scores.n_rows,
         "n_empty": scores.n_empty,
         "sizes": scores.sizes,
@@ -507,8 +506,8 @@ def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preproc
     with atomic_output(run.path(job.model_dir), overwrite=True) as tmp:
         model_files.save_model(model, tmp)
         preprocessor.save(tmp)
-        (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=float) + "\n")
-        (tmp / JOB_FILE).write_text(json.dumps(job.settings(), indent=2) + "\n")
+        (tmp / TRAINING_FILE).write_text(formats.json_text(training))
+        (tmp / JOB_FILE).write_text(formats.json_text(job.settings()))
     return str(job.model_dir)
 
 
@@ -520,10 +519,11 @@ def load_saved_model(path: str) -> SavedModel:
         raise ModelNotFoundError(
             f"predict.model: no saved model at {directory} (model.json missing); run the fit job first"
         )
-    try:
-        training = json.loads((directory / TRAINING_FILE).read_text())
-    except FileNotFoundError:
-        raise ModelFormatError(f"{directory} has no {TRAINING_FILE}; it was not written by a gmm-stream flow") from None
+    if not os.path.lexists(directory / TRAINING_FILE):
+        raise ModelFormatError(f"{directory} has no {TRAINING_FILE}; it was not written by a gmm-stream flow")
+    src = model_files.SavedFile(directory, TRAINING_FILE)
+    training = model_files.read_json(src)
+    formats.check_format(training, "training", src.path)
     return SavedModel(directory, load_model(directory), Preprocessor.load(directory), training)
 
 

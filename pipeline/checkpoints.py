@@ -12,7 +12,6 @@ A checkpoint is only resumed by the job that wrote it: ``fingerprint.json``
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -21,22 +20,14 @@ from gmm_stream import EMState, __version__
 from gmm_stream import _validate as v
 from gmm_stream.exceptions import GMMStreamError
 from pipeline.atomic import atomic_output, remove_path
-from pipeline.model_files import (
-    FORMAT_VERSION,
-    SavedFile,
-    check_directory,
-    load_state_files,
-    read_json,
-    split_stamp,
-    write_directory,
-)
+from pipeline.formats import json_text, stamp
+from pipeline.model_files import SavedFile, check_directory, load_state_files, read_json, read_stamped, write_directory
 
 __all__ = ["save_state", "load_state", "read_fingerprint", "write_fingerprint", "matching_checkpoint",
            "FINGERPRINT_FILE"]
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = "gmm-stream-em-state"
 #: the file of a checkpoint directory that names the job and input it belongs to
 FINGERPRINT_FILE = "fingerprint.json"
 _WHAT = "checkpoint directory"
@@ -57,7 +48,7 @@ def save_state(state: EMState, path: str | os.PathLike[str], *, overwrite: bool 
         As :func:`pipeline.atomic.atomic_output`.
     """
     body, arrays = state.get_state()
-    meta = {"format": STATE_FORMAT, "format_version": FORMAT_VERSION, "gmm_stream_version": __version__, **body}
+    meta = {**stamp("checkpoint"), "gmm_stream_version": __version__, **body}
     write_directory(path, {"state.npz": arrays, "state.json": meta}, overwrite=overwrite)
 
 
@@ -72,8 +63,7 @@ def load_state(path: str | os.PathLike[str]) -> EMState:
     """
     directory = check_directory(path, _WHAT)
     files = {"meta": SavedFile(directory, "state.json", _WHAT), "arrays": SavedFile(directory, "state.npz", _WHAT)}
-    meta = split_stamp(files["meta"], read_json(files["meta"]), STATE_FORMAT, FORMAT_VERSION,
-                       "gmm-stream checkpoint", _STATE_STAMP)
+    meta, _ = read_stamped(files["meta"], "checkpoint", _STATE_STAMP)
     return load_state_files(EMState, meta, files["arrays"], files)
 
 
@@ -93,7 +83,7 @@ def read_fingerprint(directory: str | os.PathLike[str]) -> str | None:
 def write_fingerprint(directory: str | os.PathLike[str], value: str) -> None:
     """Record in ``directory`` (created if missing) the fingerprint of the job it belongs to, atomically."""
     with atomic_output(Path(directory) / FINGERPRINT_FILE, overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"fingerprint": value}) + "\n")
+        tmp.write_text(json_text({"fingerprint": value}))
 
 
 def matching_checkpoint(directory: str | os.PathLike[str], fingerprint: str, what: str) -> bool:

@@ -19,7 +19,7 @@ errors are given the name of the file: every failure is a :class:`ModelFormatErr
 naming the file and the field, e.g.
 ``model/arrays.npz: means has shape (3, 2), expected (4, 2) (n_components=4, n_features=2)``.
 
-The reading helpers (:class:`SavedFile`, :func:`read_json`, :func:`check_format`,
+The reading helpers (:class:`SavedFile`, :func:`read_json`, :func:`read_stamped`,
 :func:`open_npz`, :func:`load_arrays`) take the error class from the :class:`SavedFile`,
 so :mod:`pipeline.checkpoints` and :meth:`pipeline.Preprocessor.load` use them too, the
 latter with its own error class.
@@ -41,15 +41,13 @@ import numpy as np
 
 from gmm_stream import GaussianMixture, __version__
 from gmm_stream import _validate as v
-from gmm_stream._validate import Layout, describe
+from gmm_stream._validate import Layout
 from gmm_stream.exceptions import ModelFormatError
 from pipeline.atomic import atomic_output, recover
+from pipeline.formats import check_format, json_text, stamp
 
-__all__ = ["save_model", "load_model", "SavedFile", "read_json", "check_format", "open_npz", "load_arrays",
-           "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
-
-FORMAT = "gmm-stream-model"
-FORMAT_VERSION = 1
+__all__ = ["save_model", "load_model", "SavedFile", "read_json", "read_stamped", "open_npz", "load_arrays",
+           "write_directory", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 #: a JSON file of a saved directory larger than this is refused before it is parsed
 MAX_JSON_BYTES = 16 * 2**20
@@ -208,29 +206,6 @@ def read_json(src: SavedFile) -> Any:
     return value
 
 
-def check_format(src: SavedFile, meta: Any, fmt: str, version: int, what: str) -> None:
-    """``meta`` is an object with ``format == fmt`` and an integer ``1 <= format_version <= version``."""
-    if not isinstance(meta, dict):
-        raise src.fail("", f"must hold a JSON object, got {describe(meta)}; it is not a {what}")
-    if "format" not in meta:
-        raise src.fail("", f"has no 'format' key; it is not a {what}")
-    found = meta["format"]
-    if found != fmt:
-        shown = repr(found) if isinstance(found, str) and len(found) <= 60 else describe(found)
-        raise src.fail("", f"has format {shown}, expected {fmt!r}; it is not a {what}")
-    if "format_version" not in meta:
-        raise src.fail("format_version", "is missing")
-    found = meta["format_version"]
-    if not v.is_integer(found):
-        raise src.fail("format_version", f"must be an integer, got {describe(found)}")
-    if found > version:
-        raise src.fail("format_version", f"is {found}: the file was written by a newer gmm-stream (this is "
-                                         f"gmm-stream {__version__}, which reads format_version {version}); "
-                                         "upgrade gmm-stream to read it")
-    if found < 1:
-        raise src.fail("format_version", f"is {found}, not a known version (1 to {version})")
-
-
 # ----------------------------------------------------------------------------- npz files
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -318,19 +293,25 @@ def write_directory(path, files: Mapping[str, Any], *, overwrite: bool) -> None:
                 np.savez(tmp / name, **content)
         for name, content in files.items():
             if name.endswith(".json"):
-                (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+                (tmp / name).write_text(json_text(content))
 
 
-def split_stamp(src: SavedFile, meta: Any, fmt: str, version: int, what: str,
-                stamp: Mapping[str, v.Checker]) -> dict:
-    """Check the format and the other stamp keys of ``meta``; return the rest, the state's metadata."""
-    check_format(src, meta, fmt, version, what)
-    missing = [key for key in stamp if key not in meta]
+def read_stamped(src: SavedFile, kind: str, keys: Mapping[str, v.Checker]) -> tuple[dict, Any]:
+    """Read the JSON file ``src`` of the format ``kind`` (:data:`pipeline.formats.FORMATS`).
+
+    Checks the format and version (:func:`pipeline.formats.check_format`) and the other
+    stamp ``keys`` (``gmm_stream_version``...), and returns the rest of the object (the
+    state's metadata) and the version found.
+    """
+    meta = read_json(src)
+    version = check_format(meta, kind, src.path, src.error)
+    missing = [key for key in keys if key not in meta]
     if missing:
         raise src.fail("the top-level object", f"has missing key(s) {missing}")
-    for key, check in stamp.items():
+    for key, check in keys.items():
         check(src, key, meta[key])
-    return {key: value for key, value in meta.items() if key not in stamp and key not in ("format", "format_version")}
+    written = set(keys) | set(stamp(kind))
+    return {key: value for key, value in meta.items() if key not in written}, version
 
 
 @contextmanager
@@ -380,7 +361,7 @@ def save_model(model: GaussianMixture, path: str | os.PathLike[str], *, overwrit
         If the disk filled up; any previous model is intact.
     """
     state, arrays = model.get_state()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "gmm_stream_version": __version__,
+    meta = {**stamp("model"), "gmm_stream_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **state}
     write_directory(path, {"arrays.npz": arrays, "model.json": meta}, overwrite=overwrite)
 
@@ -399,6 +380,5 @@ def load_model(path: str | os.PathLike[str]) -> GaussianMixture:
         recover(path)  # a writer killed between the two renames of a replacement left it as a backup
     directory = check_directory(path)
     files = {"meta": SavedFile(directory, "model.json"), "arrays": SavedFile(directory, "arrays.npz")}
-    meta = split_stamp(files["meta"], read_json(files["meta"]), FORMAT, FORMAT_VERSION, "gmm-stream model",
-                       _MODEL_STAMP)
+    meta, _ = read_stamped(files["meta"], "model", _MODEL_STAMP)
     return load_state_files(GaussianMixture, meta, files["arrays"], files)

@@ -29,7 +29,6 @@ pca
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import math
 import os
@@ -48,6 +47,7 @@ from gmm_stream import _validate as check
 from gmm_stream.exceptions import NumericalOverflowError
 from pipeline import model_files
 from pipeline.atomic import atomic_output, check_not_input
+from pipeline.formats import json_text, stamp
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -60,8 +60,6 @@ __all__ = ["Step", "Log1p", "Standardize", "PCA", "Preprocessor", "make_step", "
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "gmm-stream-preprocessing"
-FORMAT_VERSION = 1
 JSON_NAME = "preprocessing.json"
 NPZ_NAME = "preprocessing.npz"
 
@@ -719,7 +717,7 @@ class Preprocessor:
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {f"{i}.{s.name}.{k}": v for i, s in enumerate(self.steps) for k, v in s.get_arrays().items()}
         _replace_file(directory / NPZ_NAME, lambda fh: np.savez(fh, **arrays))
-        _replace_file(target_json, lambda fh: fh.write(json.dumps(self._header(), indent=2).encode()))
+        _replace_file(target_json, lambda fh: fh.write(json_text(self._header()).encode()))
         logger.info("saved preprocessing %r to %s", self, directory)
         return directory
 
@@ -727,8 +725,7 @@ class Preprocessor:
         from pipeline.provenance import gmm_stream_version
 
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            **stamp("preprocessing"),
             "gmm_stream_version": gmm_stream_version(),
             "n_features_in": self.n_features_in_,
             "feature_names_in": self.feature_names_in_,
@@ -794,10 +791,8 @@ def _check_step(src: model_files.SavedFile, field: str, value: Any) -> None:
     check.check_object(src, field, value, {"name": check.string(), **_STEP_PARAMS[value["name"]]})
 
 
+_STAMP_KEYS: dict[str, check.Checker] = {"gmm_stream_version": check.string()}
 _HEADER_KEYS: dict[str, check.Checker] = {
-    "format": check.string(FORMAT),
-    "format_version": check.integer(1, FORMAT_VERSION),
-    "gmm_stream_version": check.string(),
     "n_features_in": check.integer(1),
     "feature_names_in": check.optional(check.list_of(check.string())),
     "steps": check.list_of(_check_step),
@@ -811,8 +806,7 @@ def _read_header(directory: Path) -> dict[str, Any]:
             f"no saved preprocessing at {directory} ({JSON_NAME} missing); save one with Preprocessor.save"
         )
     src = model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
-    header = model_files.read_json(src)
-    model_files.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
+    header, _ = model_files.read_stamped(src, "preprocessing", _STAMP_KEYS)
     check.check_object(src, "", header, _HEADER_KEYS)
     check.check_feature_names(src, header)
     return header

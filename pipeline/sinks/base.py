@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline._paths import input_paths
 from pipeline.atomic import check_not_input
-from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
+from pipeline import formats
 from pipeline.results import Results
 from pipeline.sinks._atomic import atomic_output, private_threads
 
@@ -44,7 +44,8 @@ class Sink(abc.ABC):
       input named in ``provenance["input"]["path"]``, or any input a source opened in
       this process, raises :class:`~pipeline.exceptions.InputOverlapError`;
     - every output carries the stamp ``{"encoding-type": "gmm_stream_result",
-      "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`).
+      "encoding-version", "provenance", "settings"}`` (the ``result`` format of
+      :data:`pipeline.formats.FORMATS`; see :func:`pipeline.provenance.make_provenance`).
 
     Parameters
     ----------
@@ -87,8 +88,7 @@ class Sink(abc.ABC):
         """
         self._check_not_input(provenance)
         stamp = {
-            "encoding-type": ENCODING_TYPE,
-            "encoding-version": ENCODING_VERSION,
+            **formats.stamp("result"),
             "provenance": dict(provenance),
             "settings": dict(settings or {}),
         }
