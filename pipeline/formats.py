@@ -5,7 +5,7 @@ kind            name                        version            where
 =============== =========================== ================== ==================================
 model           ``gmm-stream-model``        1                  ``model.json`` of a model directory
 checkpoint      ``gmm-stream-em-state``     1                  ``state.json`` of an EM checkpoint
-preprocessing   ``gmm-stream-preprocessing`` 1                 ``preprocessing.json``
+preprocessing   ``gmm-stream-preprocessing`` 2 (reads 1)       ``preprocessing.json``
 training        ``gmm-stream-training``     1                  ``training.json`` beside a model
 run             ``gmm-stream-run``          1                  ``run.json`` of a run directory
 result          ``gmm_stream_result``       ``"0.1.0"``        the stamp of every sink's output
@@ -88,7 +88,7 @@ def _encoding(kind: str, name: str, version: str, what: str) -> Format:
 FORMATS: dict[str, Format] = {f.kind: f for f in (
     Format("model", "gmm-stream-model", 1, "gmm-stream model"),
     Format("checkpoint", "gmm-stream-em-state", 1, "gmm-stream checkpoint"),
-    Format("preprocessing", "gmm-stream-preprocessing", 1, "saved gmm-stream preprocessing"),
+    Format("preprocessing", "gmm-stream-preprocessing", 2, "saved gmm-stream preprocessing"),
     Format("training", "gmm-stream-training", 1, "gmm-stream training record"),
     Format("run", "gmm-stream-run", 1, "gmm-stream run marker"),
     _encoding("result", "gmm_stream_result", "0.1.0", "gmm-stream result"),

@@ -27,6 +27,7 @@ latter with its own error class.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -248,10 +249,27 @@ class NpzArchive:
             raise self.src.fail(name, f"cannot be read ({exc})") from None
 
 
+def _check_digest(src: SavedFile, fh: BinaryIO, sha256: str, recorded_in: str) -> None:
+    """The SHA-256 of the open file ``fh`` is ``sha256`` (read through, then rewound)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+    fh.seek(0)
+    if digest.hexdigest() != sha256:
+        raise src.fail("", f"is not the file {recorded_in} was written with: its SHA-256 is {digest.hexdigest()}, "
+                           f"{recorded_in} records {sha256} (it was damaged or replaced); save it again")
+
+
 @contextmanager
-def open_npz(src: SavedFile) -> Iterator[NpzArchive]:
-    """Open the ``.npz`` file ``src`` (a regular file; ``np.load(..., allow_pickle=False)``)."""
+def open_npz(src: SavedFile, *, sha256: str | None = None, recorded_in: str = "") -> Iterator[NpzArchive]:
+    """Open the ``.npz`` file ``src`` (a regular file; ``np.load(..., allow_pickle=False)``).
+
+    With ``sha256``, the file's digest must be that one (recorded in the file named
+    ``recorded_in``), checked on the opened file before anything is parsed.
+    """
     with open_regular(src) as fh:
+        if sha256 is not None:
+            _check_digest(src, fh, sha256, recorded_in)
         if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise src.fail("", "is not an .npz archive (no zip signature)")
         fh.seek(0)
@@ -268,9 +286,11 @@ def read_all(npz: NpzArchive) -> dict[str, np.ndarray]:
     return {name: npz.read(name) for name in npz.headers}
 
 
-def load_arrays(src: SavedFile, layout: Layout, context: str) -> dict[str, np.ndarray]:
-    """Open ``src``, check its headers against ``layout`` and read the arrays (finite)."""
-    with open_npz(src) as npz:
+def load_arrays(src: SavedFile, layout: Layout, context: str, *, sha256: str | None = None,
+                recorded_in: str = "") -> dict[str, np.ndarray]:
+    """Open ``src`` (checking its digest, see :func:`open_npz`), check its headers against
+    ``layout`` and read the arrays (finite)."""
+    with open_npz(src, sha256=sha256, recorded_in=recorded_in) as npz:
         v.check_array_names(src, npz.headers, layout)
         v.check_array_headers(src, npz.headers, layout, context)
         return v.as_checked_arrays(src, read_all(npz), layout)

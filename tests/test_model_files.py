@@ -8,6 +8,7 @@ for a preprocessing) whose message names the file and the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -430,6 +431,24 @@ def pre_refused(path, *fragments) -> str:
     return refused(Preprocessor.load, path, *fragments, error=PreprocessingFormatError)
 
 
+def pre_npz(pre_dir: Path) -> Path:
+    """The arrays file that ``preprocessing.json`` names."""
+    return pre_dir / json.loads((pre_dir / "preprocessing.json").read_text())["arrays_file"]
+
+
+def record_digest(pre_dir: Path) -> None:
+    """Record the arrays file's present SHA-256 in ``preprocessing.json``, as a crafted directory would."""
+    digest = hashlib.sha256(pre_npz(pre_dir).read_bytes()).hexdigest()
+    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(arrays_sha256=digest))
+
+
+def rewrite_pre_npz(pre_dir: Path, **changes) -> str:
+    """Rewrite the arrays of a preprocessing (recording their digest); returns ``model/<arrays file>``."""
+    rewrite_npz(pre_npz(pre_dir), **changes)
+    record_digest(pre_dir)
+    return f"model/{pre_npz(pre_dir).name}"
+
+
 def test_preprocessing_round_trip(pre_dir):
     data = np.abs(np.random.default_rng(4).standard_normal((20, 4)))
     loaded = Preprocessor.load(pre_dir)
@@ -453,48 +472,63 @@ def test_preprocessing_deep_nesting(pre_dir):
 
 
 def test_preprocessing_zero_scale(pre_dir):
-    scale = npz_arrays(pre_dir / "preprocessing.npz")["1.standardize.scale"].copy()
+    scale = npz_arrays(pre_npz(pre_dir))["1.standardize.scale"].copy()
     scale[3] = 0.0
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"1.standardize.scale": scale})
-    pre_refused(pre_dir, "model/preprocessing.npz: 1.standardize.scale has value(s) <= 0 at [3]")
+    name = rewrite_pre_npz(pre_dir, **{"1.standardize.scale": scale})
+    pre_refused(pre_dir, f"{name}: 1.standardize.scale has value(s) <= 0 at [3]")
 
 
 def test_preprocessing_wrong_shape(pre_dir):
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"2.pca.components": np.eye(3, 4)})
-    pre_refused(pre_dir, "preprocessing.npz: 2.pca.components has shape (3, 4), expected (2, 4) "
+    name = rewrite_pre_npz(pre_dir, **{"2.pca.components": np.eye(3, 4)})
+    pre_refused(pre_dir, f"{name}: 2.pca.components has shape (3, 4), expected (2, 4) "
                          "(n_features_in=4, pca n_components=2)")
 
 
 def test_preprocessing_nan(pre_dir):
-    mean = npz_arrays(pre_dir / "preprocessing.npz")["1.standardize.mean"].copy()
+    mean = npz_arrays(pre_npz(pre_dir))["1.standardize.mean"].copy()
     mean[0] = np.nan
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"1.standardize.mean": mean})
-    pre_refused(pre_dir, "preprocessing.npz: 1.standardize.mean contains NaN")
+    name = rewrite_pre_npz(pre_dir, **{"1.standardize.mean": mean})
+    pre_refused(pre_dir, f"{name}: 1.standardize.mean contains NaN")
 
 
 def test_preprocessing_axes_not_orthonormal(pre_dir):
-    components = npz_arrays(pre_dir / "preprocessing.npz")["2.pca.components"]
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"2.pca.components": components * 2})
-    pre_refused(pre_dir, "preprocessing.npz: 2.pca.components are not orthonormal")
+    components = npz_arrays(pre_npz(pre_dir))["2.pca.components"]
+    name = rewrite_pre_npz(pre_dir, **{"2.pca.components": components * 2})
+    pre_refused(pre_dir, f"{name}: 2.pca.components are not orthonormal")
 
 
 def test_preprocessing_object_array(pre_dir):
-    arrays = npz_arrays(pre_dir / "preprocessing.npz")
+    arrays = npz_arrays(pre_npz(pre_dir))
     arrays["1.standardize.var"] = arrays["1.standardize.var"].astype(object)
-    np.savez(pre_dir / "preprocessing.npz", **arrays)
-    pre_refused(pre_dir, "preprocessing.npz: 1.standardize.var has dtype object")
+    np.savez(pre_npz(pre_dir), **arrays)
+    record_digest(pre_dir)
+    pre_refused(pre_dir, f"{pre_npz(pre_dir).name}: 1.standardize.var has dtype object")
 
 
 def test_preprocessing_unknown_array(pre_dir):
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"3.whiten.scale": np.ones(2)})
-    pre_refused(pre_dir, "preprocessing.npz", "unknown array(s) ['3.whiten.scale']")
+    name = rewrite_pre_npz(pre_dir, **{"3.whiten.scale": np.ones(2)})
+    pre_refused(pre_dir, name, "unknown array(s) ['3.whiten.scale']")
+
+
+def test_preprocessing_arrays_of_another_save_are_refused(pre_dir):
+    """Arrays that are not the ones ``preprocessing.json`` was written with: damaged or swapped."""
+    arrays = pre_npz(pre_dir)
+    rewrite_npz(arrays, **{"1.standardize.mean": npz_arrays(arrays)["1.standardize.mean"] + 1.0})
+    pre_refused(pre_dir, f"model/{arrays.name} is not the file preprocessing.json was written with: its SHA-256 is",
+                "damaged or replaced", "save it again")
+
+
+def test_preprocessing_arrays_file_must_lie_beside_the_json(pre_dir):
+    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(arrays_file="../model.npz"))
+    pre_refused(pre_dir, "preprocessing.json: arrays_file must be a file name like "
+                         "'preprocessing-0123456789abcdef.npz', got '../model.npz'")
 
 
 def test_preprocessing_symlink(pre_dir, tmp_path):
-    real = tmp_path / "elsewhere.npz"
-    os.replace(pre_dir / "preprocessing.npz", real)
-    (pre_dir / "preprocessing.npz").symlink_to(real)
-    pre_refused(pre_dir, "model/preprocessing.npz is a symbolic link")
+    real, arrays = tmp_path / "elsewhere.npz", pre_npz(pre_dir)
+    os.replace(arrays, real)
+    arrays.symlink_to(real)
+    pre_refused(pre_dir, f"model/{arrays.name} is a symbolic link")
 
 
 def test_preprocessing_json_is_a_directory(pre_dir):
@@ -504,8 +538,9 @@ def test_preprocessing_json_is_a_directory(pre_dir):
 
 
 def test_preprocessing_missing_npz(pre_dir):
-    (pre_dir / "preprocessing.npz").unlink()
-    pre_refused(pre_dir, "preprocessing.npz is missing")
+    arrays = pre_npz(pre_dir)
+    arrays.unlink()
+    pre_refused(pre_dir, f"{arrays.name} is missing")
 
 
 def test_preprocessing_not_found_is_still_a_file_not_found_error(tmp_path):
