@@ -64,7 +64,7 @@ def load_state(path: str | os.PathLike[str]) -> EMState:
     directory = check_directory(path, _WHAT)
     files = {"meta": SavedFile(directory, "state.json", _WHAT), "arrays": SavedFile(directory, "state.npz", _WHAT)}
     meta, _ = read_stamped(files["meta"], "checkpoint", _STATE_STAMP)
-    return load_state_files(EMState, meta, files["arrays"], files)
+    return load_state_files(EMState, meta, files)
 
 
 # ---------------------------------------------------------------------- fingerprints

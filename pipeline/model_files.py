@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from pipeline.formats import check_format, json_text, stamp
 
 __all__ = ["save_model", "load_model", "SavedFile", "read_json", "read_stamped", "open_npz", "load_arrays",
            "write_directory", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
+
+T = TypeVar("T")
 
 #: a JSON file of a saved directory larger than this is refused before it is parsed
 MAX_JSON_BYTES = 16 * 2**20
@@ -299,7 +301,7 @@ def load_arrays(src: SavedFile, layout: Layout, context: str, *, sha256: str | N
 # ------------------------------------------------------------------ states in directories
 
 
-def write_directory(path, files: Mapping[str, Any], *, overwrite: bool) -> None:
+def write_directory(path: str | os.PathLike[str], files: Mapping[str, Any], *, overwrite: bool) -> None:
     """Write a directory of ``files`` atomically: into a temporary sibling of ``path``,
     then renamed into place.
 
@@ -316,7 +318,7 @@ def write_directory(path, files: Mapping[str, Any], *, overwrite: bool) -> None:
                 (tmp / name).write_text(json_text(content))
 
 
-def read_stamped(src: SavedFile, kind: str, keys: Mapping[str, v.Checker]) -> tuple[dict, Any]:
+def read_stamped(src: SavedFile, kind: str, keys: Mapping[str, v.Checker]) -> tuple[dict[str, Any], int | str]:
     """Read the JSON file ``src`` of the format ``kind`` (:data:`pipeline.formats.FORMATS`).
 
     Checks the format and version (:func:`pipeline.formats.check_format`) and the other
@@ -347,12 +349,12 @@ def naming_files(files: Mapping[str, SavedFile]) -> Iterator[None]:
         raise src.fail(err.field or "", err.reason) from None
 
 
-def load_state_files(cls, meta: dict, src: SavedFile, files: Mapping[str, SavedFile]):
-    """``cls.from_state`` of ``meta`` and the arrays of ``src``: the metadata checked first,
-    the array headers before their data, every error naming its file."""
+def load_state_files(cls: type[T], meta: dict[str, Any], files: Mapping[str, SavedFile]) -> T:
+    """``cls.from_state`` of ``meta`` and the arrays of ``files["arrays"]``: the metadata
+    checked first, the array headers before their data, every error naming its file."""
     with naming_files(files):
         cls.check_state(meta)
-        with open_npz(src) as npz:
+        with open_npz(files["arrays"]) as npz:
             cls.check_state(meta, npz.headers)
             arrays = read_all(npz)
         return cls.from_state(meta, arrays)
@@ -401,4 +403,4 @@ def load_model(path: str | os.PathLike[str]) -> GaussianMixture:
     directory = check_directory(path)
     files = {"meta": SavedFile(directory, "model.json"), "arrays": SavedFile(directory, "arrays.npz")}
     meta, _ = read_stamped(files["meta"], "model", _MODEL_STAMP)
-    return load_state_files(GaussianMixture, meta, files["arrays"], files)
+    return load_state_files(GaussianMixture, meta, files)
