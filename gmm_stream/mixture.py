@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from numbers import Integral, Real
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -27,6 +29,7 @@ from ._params import (
     precision_cholesky_from_precisions,
 )
 from ._stats import SufficientStats, m_step, posterior
+from ._validate import Headers
 from .exceptions import (
     ConvergenceWarning,
     InvalidInputError,
@@ -117,7 +120,7 @@ class EMState:
         return EMResult(self.params, bool(self.converged), int(self.n_iter), float(self.lower_bound),
                         tuple(float(b) for b in self.lower_bounds), int(self.n_empty))
 
-    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The checkpoint as JSON-able metadata and NumPy arrays (see :mod:`gmm_stream._state`).
 
         Returns
@@ -128,7 +131,7 @@ class EMState:
         return _state.checkpoint_state(self)
 
     @classmethod
-    def check_state(cls, meta, headers=None) -> None:
+    def check_state(cls, meta: Any, headers: Headers | None = None) -> None:
         """Check checkpoint metadata and the names, shapes and dtypes of its arrays, no values.
 
         ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
@@ -142,7 +145,7 @@ class EMState:
         _state.check_checkpoint_state(meta, headers)
 
     @classmethod
-    def from_state(cls, meta, arrays) -> EMState:
+    def from_state(cls, meta: Any, arrays: Mapping[str, Any]) -> EMState:
         """The checkpoint of :meth:`get_state`, after checking every key, shape and value.
 
         Raises
@@ -932,7 +935,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------ state
 
-    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted model as JSON-able metadata and NumPy arrays (no pickle, no files).
 
         ``meta`` holds the estimator's name and parameters, ``n_features_in``,
@@ -956,7 +959,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return _state.model_state(self)
 
     @classmethod
-    def check_state(cls, meta, headers=None) -> None:
+    def check_state(cls, meta: Any, headers: Headers | None = None) -> None:
         """Check a model's metadata and the names, shapes and dtypes of its arrays, no values.
 
         ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
@@ -970,7 +973,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _state.check_model_state(meta, headers)
 
     @classmethod
-    def from_state(cls, meta, arrays) -> GaussianMixture:
+    def from_state(cls, meta: Any, arrays: Mapping[str, Any]) -> GaussianMixture:
         """The fitted model of :meth:`get_state`, after checking every key, shape and value.
 
         Arrays may be float32 or float64; the model's are float64.

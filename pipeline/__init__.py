@@ -10,6 +10,7 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.model_files` -- a fitted model saved to a directory and loaded back, checked;
 - :mod:`pipeline.checkpoints` -- EM checkpoints and the fingerprint of the job they belong to;
 - :mod:`pipeline.atomic` -- outputs replaced whole, inputs never written;
+- :mod:`pipeline.formats` -- every format's name and version, and the one check of a stamp;
 - :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time).
 """
 
