@@ -494,6 +494,20 @@ def print_table(title: str, headers: list[str], rows: list[list]) -> None:
     sys.stdout.flush()
 
 
+def code_version() -> str:
+    """The commit of ROOT and whether its tree differs from it, or why that is unknown."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        if head.returncode != 0 or not (ROOT / ".git").exists():
+            return "not a git checkout"
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return f"commit {head.stdout.strip()}" + (", working tree modified" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "git unavailable"
+
+
 def print_header(args, unset: dict[str, str]) -> None:
     from importlib.metadata import version
 
@@ -520,6 +534,7 @@ def print_header(args, unset: dict[str, str]) -> None:
     libs = ["numpy", "dask", "distributed", "zarr", "xarray", "pyarrow", "prefect", "gmm-stream"]
     print("versions  : " + ", ".join(f"{lib} {version(lib)}" for lib in libs))
     print(f"python    : {platform.python_version()}")
+    print(f"code      : {ROOT} ({code_version()})")
     n_chunks = -(-args.rows // args.chunk_rows)
     size = args.rows * N_FEATURES * (4 if args.dtype == "float32" else 8) / MIB
     print(f"data      : {args.rows} rows x {N_FEATURES} features {args.dtype} = {size:.0f} MiB, uncompressed Zarr v3, "

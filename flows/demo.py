@@ -134,8 +134,8 @@ def ensure_synthetic(job: Job) -> bool:
         True when data were generated, False when the path existed (or no synthetic data
         is configured).
     """
-    from gmm_stream.atomic import atomic_output
-    from gmm_stream.exceptions import OutputExistsError
+    from pipeline.atomic import atomic_output
+    from pipeline.exceptions import OutputExistsError
 
     cfg = getattr(job.source, "synthetic", None)
     path = Path(job.source.path)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gmm_stream.atomic import overlaps, real_path
-from gmm_stream.exceptions import InputOverlapError
 from pipeline._paths import input_paths, is_url
-from pipeline.exceptions import SourceNotFoundError
+from pipeline.atomic import overlaps, real_path
+from pipeline.exceptions import InputOverlapError, SourceNotFoundError
 from pipeline.output_set import OutputSet
 
 from flows.config import Job

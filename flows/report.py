@@ -618,7 +618,8 @@ def write_report(report: RunReport, directory: Path, *, plots: bool = True) -> d
     ``lower_bound.csv`` and ``lower_bound.png`` are written only when the run has a fit
     history (``report.lower_bounds`` not empty).
     """
-    from gmm_stream.atomic import atomic_output
+    from pipeline.atomic import atomic_output
+    from pipeline.formats import json_text
 
     files: dict[str, str] = {}
     with atomic_output(directory, overwrite=True) as tmp:
@@ -630,7 +631,7 @@ def write_report(report: RunReport, directory: Path, *, plots: bool = True) -> d
                                                  for i, v in enumerate(report.lower_bounds)])
         if report.selection is not None:
             _write_csv(tmp / "selection.csv", report.selection)
-        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n")
+        (tmp / "report.json").write_text(json_text(report.to_dict()))
         if plots:
             _plots(report, tmp)
         names = sorted(p.name for p in tmp.iterdir())
@@ -674,14 +675,6 @@ def _aligned(values: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
         logger.warning("%s has %d rows but the plot sample %d: ignored", what, len(values), n)
         return None
     return values
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def publish_artifacts(report: RunReport) -> list[str]:

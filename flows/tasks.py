@@ -15,10 +15,8 @@ for the initial sample), then one pass that writes every sink and gathers the sc
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,24 +28,29 @@ import xarray as xr
 from prefect import task
 from prefect.cache_policies import NONE
 
-import gmm_stream
-from gmm_stream import GaussianMixture, load_model
-from gmm_stream.atomic import disk_full
+from gmm_stream import EMState, GaussianMixture
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from pipeline import (
     Dataset,
     Preprocessor,
     Scores,
+    formats,
+    load_model,
+    load_state,
     make_provenance,
     make_sink,
     make_source,
+    model_files,
     model_params,
     predict_results,
+    save_state,
     score_values,
     scores_from,
     write_results,
 )
 from gmm_stream.matching import LabelMatching
+from pipeline.atomic import atomic_output, disk_full
+from pipeline.checkpoints import matching_checkpoint, write_fingerprint
 from pipeline.labels import label_overlap, read_labels
 from pipeline.output_set import OutputSet, Run
 from pipeline.provenance import canonical_json
@@ -156,38 +159,11 @@ def job_fingerprint(job: Job, identity: dict[str, Any]) -> str:
     return fingerprint(settings["source"], identity, settings["preprocessing"], settings["model"])
 
 
-def _read_fingerprint(directory: Path) -> str | None:
-    try:
-        return json.loads((directory / "fingerprint.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _write_fingerprint(directory: Path, value: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ".fingerprint.json.tmp"
-    tmp.write_text(json.dumps({"fingerprint": value}) + "\n")
-    tmp.replace(directory / "fingerprint.json")
-
-
-def _matching_checkpoint(directory: Path, fp: str, what: str) -> bool:
-    """True if ``directory`` holds a checkpoint of this job; warn about another job's."""
-    if not directory.exists():
-        return False
-    found = _read_fingerprint(directory)
-    if found == fp:
-        return True
-    logger.warning("ignoring the %s checkpoint in %s: it belongs to another job or input "
-                   "(the configuration or the data changed)", what, directory)
-    shutil.rmtree(directory, ignore_errors=True)
-    return False
-
-
 def fit_preprocessor(job: Job, data: xr.DataArray, fp: str, checkpoint_dir: Path) -> Preprocessor:
     """Fit the job's preprocessing (or reload the one checkpointed by an interrupted run)."""
     steps = [s.model_dump() for s in job.preprocessing]
     ckpt = checkpoint_dir / "preprocessing"
-    if job.checkpoint.enabled and _matching_checkpoint(ckpt, fp, "preprocessing"):
+    if job.checkpoint.enabled and matching_checkpoint(ckpt, fp, "preprocessing"):
         try:
             return Preprocessor.load(ckpt)
         except GMMStreamError as err:
@@ -195,7 +171,7 @@ def fit_preprocessor(job: Job, data: xr.DataArray, fp: str, checkpoint_dir: Path
     pre = Preprocessor(steps).fit(data)
     if job.checkpoint.enabled:
         pre.save(ckpt, overwrite=True)
-        _write_fingerprint(ckpt, fp)
+        write_fingerprint(ckpt, fp)
     return pre
 
 
@@ -216,21 +192,21 @@ def fit_em(job: Job, Z: xr.DataArray, candidate: Candidate, fp: str, checkpoint_
     fp = fingerprint(fp, candidate.slug)
     resume = None
     if job.checkpoint.enabled:
-        if _matching_checkpoint(ckpt, fp, "EM") and (ckpt / "state").exists():
+        if matching_checkpoint(ckpt, fp, "EM") and (ckpt / "state").exists():
             try:
-                resume = gmm_stream.load_state(ckpt / "state")
+                resume = load_state(ckpt / "state")
             except ModelFormatError as err:
                 logger.warning("cannot read the EM checkpoint %s (%s); starting afresh", ckpt, err)
-        _write_fingerprint(ckpt, fp)
+        write_fingerprint(ckpt, fp)
     resumed_from = None if resume is None else int(resume.n_iter)
     if resume is not None:
         logger.info("%s: resuming from the checkpoint at iteration %d (initialisation %d)",
                     candidate.label, resume.n_iter, resume.init + 1)
     every, max_iter, n_init = job.checkpoint.every, model.max_iter, model.n_init
 
-    def callback(state: gmm_stream.EMState) -> None:
+    def callback(state: EMState) -> None:
         if job.checkpoint.enabled and (state.n_iter % every == 0 or state.converged or state.n_iter >= max_iter):
-            gmm_stream.save_state(state, ckpt / "state")
+            save_state(state, ckpt / "state")
         progress.notify(progress.FitProgress(candidate.label, state.init, n_init, state.n_iter, max_iter,
                                              float(state.lower_bound), bool(state.converged), resumed_from))
 
@@ -376,11 +352,8 @@ def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preproc
 
     Written atomically; a resumed run replaces the copy an interrupted attempt wrote.
     """
-    from gmm_stream.atomic import atomic_output
-
     training = {
-        "format": "gmm-stream-training",
-        "format_version": 1,
+        **formats.stamp("training"),
         "n_rows": scores.n_rows,
         "n_empty": scores.n_empty,
         "sizes": scores.sizes,
@@ -393,10 +366,10 @@ def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preproc
         "provenance": make_provenance(job.settings(), identity),
     }
     with atomic_output(run.path(job.model_dir), overwrite=True) as tmp:
-        model.save(tmp)
+        model_files.save_model(model, tmp)
         preprocessor.save(tmp)
-        (tmp / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=float) + "\n")
-        (tmp / JOB_FILE).write_text(json.dumps(job.settings(), indent=2) + "\n")
+        (tmp / TRAINING_FILE).write_text(formats.json_text(training))
+        (tmp / JOB_FILE).write_text(formats.json_text(job.settings()))
     return str(job.model_dir)
 
 
@@ -408,10 +381,11 @@ def load_saved_model(path: str) -> SavedModel:
         raise ModelNotFoundError(
             f"predict.model: no saved model at {directory} (model.json missing); run the fit job first"
         )
-    try:
-        training = json.loads((directory / TRAINING_FILE).read_text())
-    except FileNotFoundError:
-        raise ModelFormatError(f"{directory} has no {TRAINING_FILE}; it was not written by a gmm-stream flow") from None
+    if not os.path.lexists(directory / TRAINING_FILE):
+        raise ModelFormatError(f"{directory} has no {TRAINING_FILE}; it was not written by a gmm-stream flow")
+    src = model_files.SavedFile(directory, TRAINING_FILE)
+    training = model_files.read_json(src)
+    formats.check_format(training, "training", src.path)
     return SavedModel(directory, load_model(directory), Preprocessor.load(directory), training)
 
 

@@ -8,7 +8,9 @@ canonical order or matches them to a reference mixture's (:func:`match_to_refere
 The estimator's choices and rules are public for callers that check a configuration
 before any data exist: :data:`COVARIANCE_TYPES`, :data:`INIT_PARAMS` and
 :func:`check_initial_parameters` (the checks ``fit`` applies to ``weights_init``,
-``means_init`` and ``precisions_init``).
+``means_init`` and ``precisions_init``). A fitted model gives its state as plain values
+(:meth:`GaussianMixture.get_state`, :meth:`GaussianMixture.from_state`); writing it to
+files is the data layer's (``pipeline.save_model``, ``pipeline.load_model``).
 """
 
 from . import _criteria as criteria
@@ -17,15 +19,15 @@ from ._features import check_features
 from ._init import INIT_PARAMS
 from ._init_checks import check_initial_parameters
 from ._params import COVARIANCE_TYPES, GaussianParams
-from ._persist import load_model, load_state, save_state
 from ._stats import SufficientStats, chunk_statistics, estimate_weighted_log_prob, m_step, posterior
 from ._version import __version__
 from .matching import LabelMatching, canonical_order, contingency, distance_matrix, match_by_overlap, match_to_reference
-from .mixture import EMState, GaussianMixture
+from .mixture import EMResult, EMState, GaussianMixture
 
 __all__ = [
     "COVARIANCE_TYPES",
     "INIT_PARAMS",
+    "EMResult",
     "EMState",
     "GaussianMixture",
     "GaussianParams",
@@ -39,9 +41,6 @@ __all__ = [
     "contingency",
     "distance_matrix",
     "estimate_weighted_log_prob",
-    "load_model",
-    "load_state",
-    "save_state",
     "m_step",
     "one_blas_thread_per_dask_thread",
     "match_by_overlap",

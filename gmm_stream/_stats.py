@@ -127,7 +127,7 @@ class SufficientStats:
         return raw1, raw2
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The statistics as a dict of arrays (for ``np.savez``)."""
+        """The statistics as a dict of arrays (the ``stats_*`` arrays of a checkpoint's state)."""
         return {
             "N": self.N, "S1": self.S1, "S2": self.S2, "center": self.center,
             "loglik": np.float64(self.loglik), "n_rows": np.float64(self.n_rows),

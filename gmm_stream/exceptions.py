@@ -2,7 +2,9 @@
 
 All errors derive from :class:`GMMStreamError` and also from the builtin a caller
 would naturally catch (``ValueError``, ``FileNotFoundError``, ...), so
-``except ValueError`` keeps working for code written against scikit-learn.
+``except ValueError`` keeps working for code written against scikit-learn. The errors
+of files (an existing output, an output overlapping an input, a full disk) belong to the
+data layer, :mod:`pipeline.exceptions`, under the same base class.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ __all__ = [
     "IllConditionedCovarianceError",
     "ModelFormatError",
     "NumericalOverflowError",
-    "OutputExistsError",
-    "InputOverlapError",
-    "DiskFullError",
     "ComponentMatchingError",
     "ConvergenceWarning",
     "EmptyComponentWarning",
@@ -48,7 +47,25 @@ class IllConditionedCovarianceError(GMMStreamError, ValueError):
 
 
 class ModelFormatError(GMMStreamError, ValueError):
-    """A saved model directory is missing, incomplete or of an unknown format."""
+    """A saved model or checkpoint is missing, incomplete, of an unknown format or invalid.
+
+    Raised by ``from_state`` (:meth:`GaussianMixture.from_state`,
+    :meth:`EMState.from_state`) for a state that is not what ``get_state`` gives, naming
+    the field, and by the data layer for a saved directory, naming the file too.
+
+    Attributes
+    ----------
+    field : str or None
+        The key (``params.n_components``) or array (``means``) at fault, when known.
+    part : {"meta", "arrays"} or None
+        Which half of a state holds it, so that a file layer can name its file.
+    reason : str or None
+        The message without the field (what is wrong with it).
+    """
+
+    field: str | None = None
+    part: str | None = None
+    reason: str | None = None
 
 
 class NumericalOverflowError(GMMStreamError, OverflowError, ValueError):
@@ -86,18 +103,6 @@ class OverParameterizedWarning(UserWarning):
     Raised by :meth:`GaussianMixture.fit` when the number of free parameters exceeds
     ``MAX_PARAMETERS_PER_ROW`` (one tenth) of the usable rows.
     """
-
-
-class OutputExistsError(GMMStreamError, FileExistsError):
-    """An output already exists and ``overwrite`` was not requested."""
-
-
-class InputOverlapError(GMMStreamError, ValueError):
-    """An output path equals, lies inside, or contains an input: the input is never written."""
-
-
-class DiskFullError(GMMStreamError, OSError):
-    """The file system has no room (ENOSPC/EDQUOT) for an output; it is not retried."""
 
 
 class ComponentMatchingError(GMMStreamError, ValueError):

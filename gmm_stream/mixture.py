@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from numbers import Integral, Real
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -17,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import _criteria, _dask
+from . import _criteria, _dask, _state
 from ._features import check_features
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
@@ -30,6 +32,7 @@ from ._params import (
     precision_cholesky_from_precisions,
 )
 from ._stats import SufficientStats, m_step, posterior
+from ._validate import Headers
 from .exceptions import (
     ConvergenceWarning,
     InvalidInputError,
@@ -46,10 +49,37 @@ MAX_PARAMETERS_PER_ROW = 0.1
 #: ``init_params`` that scikit-learn allows with ``array_api_dispatch`` enabled
 _ARRAY_API_INIT_PARAMS = ["random", "random_from_data"]
 
-__all__ = ["EMState", "GaussianMixture"]
+__all__ = ["EMResult", "EMState", "GaussianMixture"]
 
 
 # ----------------------------------------------------------------------------- EM state
+
+
+@dataclass(frozen=True, eq=False)
+class EMResult:
+    """The outcome of one finished EM initialisation.
+
+    Attributes
+    ----------
+    params : GaussianParams
+        Parameters after the last M-step.
+    converged : bool
+    n_iter : int
+        Iterations done.
+    lower_bound : float
+        The last lower bound (``-inf`` when no iteration ran).
+    lower_bounds : tuple of float
+        Lower bound of each iteration.
+    n_empty : int
+        Rows with no observed value.
+    """
+
+    params: GaussianParams
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    lower_bounds: tuple[float, ...]
+    n_empty: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,9 +99,8 @@ class EMState:
     converged : bool
     n_empty : int
         Rows with no observed value.
-    best : dict or None
-        Result of the best finished initialisation (keys ``params, converged, n_iter,
-        lower_bound, lower_bounds, n_empty``).
+    best : EMResult or None
+        Result of the best finished initialisation.
     stats : SufficientStats or None
         Statistics of the last E-step.
     """
@@ -82,16 +111,57 @@ class EMState:
     lower_bounds: list = field(default_factory=list)
     converged: bool = False
     n_empty: int = 0
-    best: dict | None = None
+    best: EMResult | None = None
     stats: SufficientStats | None = None
 
     @property
     def lower_bound(self) -> float:
         return self.lower_bounds[-1] if self.lower_bounds else -np.inf
 
-    def result(self) -> dict:
-        return {"params": self.params, "converged": self.converged, "n_iter": self.n_iter,
-                "lower_bound": self.lower_bound, "lower_bounds": list(self.lower_bounds), "n_empty": self.n_empty}
+    def result(self) -> EMResult:
+        """This initialisation's outcome, as it stands."""
+        return EMResult(self.params, bool(self.converged), int(self.n_iter), float(self.lower_bound),
+                        tuple(float(b) for b in self.lower_bounds), int(self.n_empty))
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The checkpoint as JSON-able metadata and NumPy arrays (see :mod:`gmm_stream._state`).
+
+        Returns
+        -------
+        meta : dict
+        arrays : dict of str to ndarray
+        """
+        return _state.checkpoint_state(self)
+
+    @classmethod
+    def check_state(cls, meta: Any, headers: Headers | None = None) -> None:
+        """Check checkpoint metadata and the names, shapes and dtypes of its arrays, no values.
+
+        ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
+        headers it read, before reading any data. Without it only ``meta`` is checked.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field (see :func:`gmm_stream._state.check_checkpoint_state`).
+        """
+        _state.check_checkpoint_state(meta, headers)
+
+    @classmethod
+    def from_state(cls, meta: Any, arrays: Mapping[str, Any]) -> EMState:
+        """The checkpoint of :meth:`get_state`, after checking every key, shape and value.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field; its ``part`` is ``"meta"`` or ``"arrays"``.
+        """
+        pieces = _state.checkpoint_from_state(meta, arrays)
+        best = pieces.pop("best")
+        if best is not None:
+            best = EMResult(best["params"], best["converged"], best["n_iter"], float(best["lower_bound"]),
+                            tuple(float(b) for b in best["lower_bounds"]), best["n_empty"])
+        return cls(best=best, **pieces)
 
 
 # ------------------------------------------------------------------ block functions (pure)
@@ -480,7 +550,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              check_usable=isinstance(X, da.Array), warn=do_init)
             result = state.result()
             # as scikit-learn: the best lower bound wins; with max_iter=0 (no bound) the last init
-            if best is None or result["lower_bound"] > best["lower_bound"] or best["lower_bound"] == -np.inf:
+            if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
         self._set_fitted(best, X.dtype, namespace)
         if not self.converged_ and self.max_iter > 0:
@@ -492,15 +562,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _set_fitted(self, best: dict, dtype, namespace: Namespace | None) -> None:
+    def _set_fitted(self, best: EMResult, dtype, namespace: Namespace | None) -> None:
         """The fitted attributes from the best initialisation, in the input's dtype and namespace."""
-        self._params = best["params"].astype(dtype)
+        self._params = best.params.astype(dtype)
         self._xp = namespace
-        self.converged_ = best["converged"]
-        self.n_iter_ = best["n_iter"]
-        self.lower_bound_ = best["lower_bound"]
-        self.lower_bounds_ = np.asarray(best["lower_bounds"], dtype=np.float64)
-        self.n_empty_rows_ = best["n_empty"]
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = np.asarray(best.lower_bounds, dtype=np.float64)
+        self.n_empty_rows_ = best.n_empty
 
     def _initial_parameters(self, sample, inits: dict, random_state) -> GaussianParams:
         params = None
@@ -865,13 +935,69 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return X.astype(np.float64, copy=False), y
         return namespace.asarray(X, "max_float"), namespace.asarray(y, "int64")
 
-    # ----------------------------------------------------------------------- persistence
+    # ------------------------------------------------------------------------------ state
 
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write the fitted model to a directory (JSON metadata + ``.npz`` arrays, no pickle)."""
-        from ._persist import save_model
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted model as JSON-able metadata and NumPy arrays (no pickle, no files).
 
-        save_model(self, path, overwrite=overwrite)
+        ``meta`` holds the estimator's name and parameters, ``n_features_in``,
+        ``feature_names_in``, ``converged``, ``n_iter``, ``lower_bound``, ``lower_bounds``
+        and ``n_empty_rows``; ``arrays`` the ``weights``, ``means``, ``covariances`` and
+        ``precisions_cholesky`` (in the model's dtype). ``from_state`` takes them back;
+        ``pipeline.save_model`` writes them to a directory. An integer ``random_state`` is
+        kept, a random generator instance becomes None.
+
+        Returns
+        -------
+        meta : dict
+        arrays : dict of str to ndarray
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        """
+        self._fitted()
+        return _state.model_state(self)
+
+    @classmethod
+    def check_state(cls, meta: Any, headers: Headers | None = None) -> None:
+        """Check a model's metadata and the names, shapes and dtypes of its arrays, no values.
+
+        ``headers`` maps each array name to ``(shape, dtype)``: a file layer passes the
+        headers it read, before reading any data. Without it only ``meta`` is checked.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field (see :func:`gmm_stream._state.check_model_state`).
+        """
+        _state.check_model_state(meta, headers)
+
+    @classmethod
+    def from_state(cls, meta: Any, arrays: Mapping[str, Any]) -> GaussianMixture:
+        """The fitted model of :meth:`get_state`, after checking every key, shape and value.
+
+        Arrays may be float32 or float64; the model's are float64.
+
+        Raises
+        ------
+        ModelFormatError
+            Naming the field, e.g. ``model state: means has shape (3, 2), expected (4, 2)
+            (n_components=4, n_features=2)``; its ``part`` is ``"meta"`` or ``"arrays"``.
+        """
+        params = _state.model_from_state(meta, arrays)
+        model = cls(**meta["params"])
+        model._params = params
+        model.n_features_in_ = meta["n_features_in"]
+        if meta["feature_names_in"] is not None:
+            model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        model.converged_ = meta["converged"]
+        model.n_iter_ = meta["n_iter"]
+        model.lower_bound_ = float(meta["lower_bound"])
+        model.lower_bounds_ = np.asarray(meta["lower_bounds"], dtype=np.float64)
+        model.n_empty_rows_ = meta["n_empty_rows"]
+        return model
 
 
 # ------------------------------------------------------------------------------ helpers

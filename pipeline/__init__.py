@@ -10,6 +10,10 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 - :mod:`pipeline.sinks` -- Zarr, Parquet and AnnData outputs, atomic and stamped, all
   written from one pass (:func:`~pipeline.sinks.write_results`), by the workers on a cluster;
 - :mod:`pipeline.scoring` -- sizes, BIC/AIC/ICL, log-density quantiles, from that same pass;
+- :mod:`pipeline.model_files` -- a fitted model saved to a directory and loaded back, checked;
+- :mod:`pipeline.checkpoints` -- EM checkpoints and the fingerprint of the job they belong to;
+- :mod:`pipeline.atomic` -- outputs replaced whole, inputs never written;
+- :mod:`pipeline.formats` -- every format's name and version, and the one check of a stamp;
 - :mod:`pipeline.provenance` -- the stamp (version, config hash, input identity, time);
 - :mod:`pipeline.options` -- the options each source and sink declares, with their rules.
 """
@@ -17,6 +21,9 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 from __future__ import annotations
 
 from pipeline.dataset import Dataset
+from pipeline.checkpoints import load_state, save_state
+from pipeline.exceptions import DiskFullError, InputOverlapError, OutputExistsError
+from pipeline.model_files import load_model, save_model
 from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
 from pipeline.provenance import make_provenance
 from pipeline.results import Results, model_params, predict_results
@@ -50,4 +57,11 @@ __all__ = [
     "score_values",
     "scores_from",
     "make_provenance",
+    "save_model",
+    "load_model",
+    "save_state",
+    "load_state",
+    "OutputExistsError",
+    "InputOverlapError",
+    "DiskFullError",
 ]

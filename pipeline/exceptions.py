@@ -8,7 +8,7 @@ the file, key or value at fault and say what to do.
 
 from __future__ import annotations
 
-from gmm_stream.exceptions import DiskFullError, GMMStreamError, InputOverlapError, ModelFormatError, OutputExistsError
+from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 
 __all__ = [
     "PipelineError",
@@ -135,6 +135,16 @@ class PreprocessingNotFoundError(PreprocessingFormatError, FileNotFoundError):
     """A saved preprocessing directory does not exist."""
 
 
+class OutputExistsError(PipelineError, FileExistsError):
+    """An output already exists and ``overwrite`` was not requested."""
+
+
+class InputOverlapError(PipelineError, ValueError):
+    """An output path equals, lies inside, or contains an input: the input is never written."""
+
+
+class DiskFullError(PipelineError, OSError):
+    """The file system has no room (ENOSPC/EDQUOT) for an output; it is not retried."""
 
 
 class SinkError(PipelineError, ValueError):

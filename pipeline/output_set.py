@@ -44,9 +44,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gmm_stream.atomic import atomic_output, fsync_tree, remove_path
-
+from pipeline.atomic import atomic_output, fsync_tree, remove_path
 from pipeline.exceptions import OutputExistsError, OutputLayoutError, OutputLockedError
+from pipeline.formats import check_format, json_text, stamp
 
 __all__ = ["OutputSet", "Run", "RUNS", "CURRENT", "LOCK_FILE", "RUN_FILE", "RESERVED_NAMES"]
 
@@ -56,7 +56,6 @@ RUNS = "runs"
 CURRENT = "current"
 LOCK_FILE = ".gmm-stream.lock"
 RUN_FILE = "run.json"
-RUN_FORMAT = "gmm-stream-run"
 TRASH_PREFIX = ".trash-"
 NEW_PREFIX = ".new-"
 #: Names an output directory reserves for its layout (entries may not use them).
@@ -195,7 +194,7 @@ class OutputSet:
         directory = self.runs_dir / run_id
         staging = self.runs_dir / f"{NEW_PREFIX}{run_id}"  # named with its marker in one rename
         staging.mkdir(parents=True)
-        self._write_run_file(staging, {"format": RUN_FORMAT, "format_version": 1, "fingerprint": fingerprint,
+        self._write_run_file(staging, {**stamp("run"), "fingerprint": fingerprint,
                                        "job": job_name, "started": _now(), "pid": os.getpid(),
                                        "status": "running"})
         os.rename(staging, directory)
@@ -274,7 +273,7 @@ class OutputSet:
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             info = _read_json(Path(entry.path) / RUN_FILE)
-            if isinstance(info, dict) and info.get("format") == RUN_FORMAT:
+            if _is_run_marker(info, Path(entry.path) / RUN_FILE):
                 found.append((Path(entry.path), info))
         return found
 
@@ -306,7 +305,7 @@ class OutputSet:
     @staticmethod
     def _write_run_file(directory: Path, info: dict[str, Any]) -> None:
         with atomic_output(directory / RUN_FILE, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
+            tmp.write_text(json_text(info))
 
     def _update_run_file(self, directory: Path, **changes: Any) -> None:
         info = _read_json(directory / RUN_FILE) or {}
@@ -316,6 +315,15 @@ class OutputSet:
 
 def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
+
+
+def _is_run_marker(info: Any, path: Path) -> bool:
+    """Whether ``info`` is a run marker this gmm-stream reads (a newer one's run is left alone)."""
+    try:
+        check_format(info, "run", path, OutputLayoutError)
+    except OutputLayoutError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> Any:

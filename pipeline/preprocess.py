@@ -37,10 +37,12 @@ Passes
 from __future__ import annotations
 
 import abc
-import json
+import hashlib
+import io
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,11 +53,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from gmm_stream import _persist as persist
-from gmm_stream.atomic import atomic_output, check_not_input
-from gmm_stream import check_features
-from gmm_stream import one_blas_thread_per_dask_thread
+from gmm_stream import _validate as check
+from gmm_stream import check_features, one_blas_thread_per_dask_thread
 from gmm_stream.exceptions import NumericalOverflowError
+from pipeline import model_files
+from pipeline.atomic import atomic_output, check_not_input, fsync_tree, remove_path
+from pipeline.formats import json_text, stamp
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -68,10 +71,11 @@ __all__ = ["Step", "Log1p", "Standardize", "PCA", "Preprocessor", "make_step", "
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "gmm-stream-preprocessing"
-FORMAT_VERSION = 1
 JSON_NAME = "preprocessing.json"
-NPZ_NAME = "preprocessing.npz"
+#: the arrays of a preprocessing of format version 1 (version 2 names its arrays file)
+LEGACY_NPZ_NAME = "preprocessing.npz"
+_ARRAYS_FILE = re.compile(r"^preprocessing-[0-9a-f]{16}\.npz$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Data = TypeVar("Data", xr.DataArray, da.Array, np.ndarray)
 
@@ -856,12 +860,18 @@ class Preprocessor:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write ``preprocessing.json`` and ``preprocessing.npz`` into the directory ``path``.
+        """Write ``preprocessing.json`` and its arrays ``preprocessing-<digest>.npz`` into ``path``.
 
         The directory may be the model's own (the names do not clash): save the model
-        first (``GaussianMixture.save`` creates the directory and refuses an existing
-        one), then the preprocessing. Each file is written to a temporary sibling and
-        renamed into place.
+        first (:func:`pipeline.save_model` creates the directory and refuses an existing
+        one), then the preprocessing.
+
+        The pair is replaced as one: the arrays are written (and flushed) to a new file
+        named after their SHA-256, then ``preprocessing.json``, which records that name
+        and digest, replaces the old one in one rename; arrays files it no longer names
+        are removed last. A crash at any point leaves the old pair or the new one, each
+        loadable, never the JSON of one with the arrays of the other (a stray arrays file
+        at worst, removed by the next save).
 
         Raises
         ------
@@ -879,21 +889,28 @@ class Preprocessor:
             raise OutputExistsError(f"{target_json} exists; pass overwrite=True to replace it")
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {f"{i}.{s.name}.{k}": v for i, s in enumerate(self.steps) for k, v in s.get_arrays().items()}
-        _replace_file(directory / NPZ_NAME, lambda fh: np.savez(fh, **arrays))
-        _replace_file(target_json, lambda fh: fh.write(json.dumps(self._header(), indent=2).encode()))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        arrays_file = f"preprocessing-{digest[:16]}.npz"
+        _replace_file(directory / arrays_file, data)
+        _replace_file(target_json, json_text(self._header(arrays_file, digest)).encode())  # the switch
+        _remove_stale_arrays(directory, keep=arrays_file)
         logger.info("saved preprocessing %r to %s", self, directory)
         return directory
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self, arrays_file: str, arrays_sha256: str) -> dict[str, Any]:
         from pipeline.provenance import gmm_stream_version
 
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            **stamp("preprocessing"),
             "gmm_stream_version": gmm_stream_version(),
             "n_features_in": self.n_features_in_,
             "feature_names_in": self.feature_names_in_,
             "steps": self.get_config(),
+            "arrays_file": arrays_file,
+            "arrays_sha256": arrays_sha256,
         }
 
     @classmethod
@@ -903,10 +920,12 @@ class Preprocessor:
         Each must be a regular file (not a symbolic link, a directory or a FIFO; the
         directory itself may be reached through a link). ``preprocessing.json`` is bounded
         in size and nesting, of a known format version, with exactly the expected keys and
-        value types, known step names in order with exactly their parameters;
-        ``preprocessing.npz`` holds exactly the arrays of those steps, of the shapes the
-        feature count gives, float (counts integer), finite, with ``scale > 0``,
-        non-negative variances and orthonormal PCA axes.
+        value types, known step names in order with exactly their parameters; the arrays
+        file it names has the SHA-256 it records and holds exactly the arrays of those
+        steps, of the shapes the feature count gives, float (counts integer), finite, with
+        ``scale > 0``, non-negative variances and orthonormal PCA axes. A preprocessing
+        saved by an earlier gmm-stream (format version 1: ``preprocessing.json`` beside
+        ``preprocessing.npz``, no digest) loads too.
 
         Raises
         ------
@@ -918,8 +937,8 @@ class Preprocessor:
         """
         directory = Path(path)
         header = _read_header(directory)
-        pre = _steps_from_header(persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError), header)
-        arrays = _read_arrays(directory, pre.steps, header["n_features_in"])
+        pre = _steps_from_header(model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError), header)
+        arrays = _read_arrays(directory, pre.steps, header)
         for i, step in enumerate(pre.steps):
             prefix = f"{i}.{step.name}."
             step.set_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
@@ -929,57 +948,82 @@ class Preprocessor:
         return pre
 
 
-def _replace_file(target: Path, write: Any) -> None:
-    with atomic_output(target, overwrite=True) as tmp, open(tmp, "wb") as fh:
-        write(fh)
+def _replace_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` in one rename, flushed to disk before it."""
+    with atomic_output(target, overwrite=True) as tmp:
+        tmp.write_bytes(data)
+        fsync_tree(tmp)
 
 
-# -- checking a saved preprocessing (the readers and checkers of gmm_stream._persist) ----
+def _remove_stale_arrays(directory: Path, keep: str) -> None:
+    """Remove the arrays files of earlier saves (and of interrupted ones) but ``keep``."""
+    for entry in os.scandir(directory):
+        if entry.name != keep and (entry.name == LEGACY_NPZ_NAME or _ARRAYS_FILE.match(entry.name)):
+            logger.info("removing %s, the arrays of an earlier preprocessing", entry.path)
+            remove_path(Path(entry.path))
+
+
+# -- checking a saved preprocessing (the readers of pipeline.model_files) ---------------
 
 _WHAT = "preprocessing directory"
 
 #: the parameters of each step in preprocessing.json, and their checkers
-_STEP_PARAMS: dict[str, dict[str, persist.Checker]] = {
+_STEP_PARAMS: dict[str, dict[str, check.Checker]] = {
     "log1p": {},
     "standardize": {},
-    "pca": {"n_components": persist.integer(1), "n_oversamples": persist.integer(0),
-            "n_power_iter": persist.integer(0), "random_state": persist.integer()},
+    "pca": {"n_components": check.integer(1), "n_oversamples": check.integer(0),
+            "n_power_iter": check.integer(0), "random_state": check.integer()},
 }
 
 
-def _check_step(src: persist.SavedFile, field: str, value: Any) -> None:
+def _check_step(src: model_files.SavedFile, field: str, value: Any) -> None:
     """One step spec: a known ``name`` and exactly that step's parameters."""
     if not isinstance(value, dict) or "name" not in value:
-        persist.check_object(src, field, value, {"name": persist.string()})
-    persist.string(*STEP_ORDER)(src, f"{field}.name", value["name"])
-    persist.check_object(src, field, value, {"name": persist.string(), **_STEP_PARAMS[value["name"]]})
+        check.check_object(src, field, value, {"name": check.string()})
+    check.string(*STEP_ORDER)(src, f"{field}.name", value["name"])
+    check.check_object(src, field, value, {"name": check.string(), **_STEP_PARAMS[value["name"]]})
 
 
-_HEADER_KEYS: dict[str, persist.Checker] = {
-    "format": persist.string(FORMAT),
-    "format_version": persist.integer(1, FORMAT_VERSION),
-    "gmm_stream_version": persist.string(),
-    "n_features_in": persist.integer(1),
-    "feature_names_in": persist.optional(persist.list_of(persist.string())),
-    "steps": persist.list_of(_check_step),
-}
+def _arrays_file(src: model_files.SavedFile, field: str, value: Any) -> None:
+    """The name of an arrays file beside ``preprocessing.json`` (never a path elsewhere)."""
+    check.string()(src, field, value)
+    if not _ARRAYS_FILE.match(value):
+        raise src.fail(field, f"must be a file name like 'preprocessing-0123456789abcdef.npz', got {value!r}")
+
+
+def _sha256(src: model_files.SavedFile, field: str, value: Any) -> None:
+    check.string()(src, field, value)
+    if not _SHA256.match(value):
+        raise src.fail(field, f"must be a SHA-256 digest (64 lowercase hexadecimal digits), got {value!r}")
+
+
+_STAMP_KEYS: dict[str, check.Checker] = {"gmm_stream_version": check.string()}
+#: the keys of preprocessing.json besides the stamp, by format version
+_HEADER_KEYS: dict[int, dict[str, check.Checker]] = {1: {
+    "n_features_in": check.integer(1),
+    "feature_names_in": check.optional(check.list_of(check.string())),
+    "steps": check.list_of(_check_step),
+}}
+_HEADER_KEYS[2] = {**_HEADER_KEYS[1], "arrays_file": _arrays_file, "arrays_sha256": _sha256}
 
 
 def _read_header(directory: Path) -> dict[str, Any]:
-    """``preprocessing.json``, checked: format and version, keys, types, feature names."""
+    """``preprocessing.json``, checked: format and version, keys, types, feature names.
+
+    A version 1 header gets ``arrays_file`` ``preprocessing.npz`` and no ``arrays_sha256``.
+    """
     if not os.path.lexists(directory / JSON_NAME):
         raise PreprocessingNotFoundError(
             f"no saved preprocessing at {directory} ({JSON_NAME} missing); save one with Preprocessor.save"
         )
-    src = persist.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
-    header = persist.read_json(src)
-    persist.check_format(src, header, FORMAT, FORMAT_VERSION, "saved gmm-stream preprocessing")
-    persist.check_object(src, "", header, _HEADER_KEYS)
-    persist.check_feature_names(src, header)
-    return header
+    src = model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
+    header, version = model_files.read_stamped(src, "preprocessing", _STAMP_KEYS)
+    check.check_object(src, "", header, _HEADER_KEYS[version])
+    check.check_feature_names(src, header)
+    return {"arrays_file": LEGACY_NPZ_NAME, "arrays_sha256": None, **header}
 
 
-def _steps_from_header(src: persist.SavedFile, header: dict[str, Any]) -> Preprocessor:
+def _steps_from_header(src: model_files.SavedFile, header: dict[str, Any]) -> Preprocessor:
     """The (unfitted) steps of the header, in a valid order, PCA no wider than the features."""
     try:
         pre = Preprocessor(header["steps"])
@@ -1003,32 +1047,34 @@ def _step_shapes(step: Step, n_features: int) -> dict[str, tuple[int, ...]]:
 
 
 def _saved_layout(steps: Sequence[Step], n_features: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, kind) of every array of ``preprocessing.npz`` (counts are integers)."""
+    """Name -> (shape, kind) of every array of the arrays file (counts are integers)."""
     return {f"{i}.{step.name}.{key}": (shape, "i" if key == "n_samples_seen" else "f")
             for i, step in enumerate(steps) for key, shape in _step_shapes(step, n_features).items()}
 
 
-def _check_step_values(src: persist.SavedFile, prefix: str, step: Step, arrays: Mapping[str, np.ndarray]) -> None:
+def _check_step_values(src: model_files.SavedFile, prefix: str, step: Step, arrays: Mapping[str, np.ndarray]) -> None:
     """Ranges of a step's arrays (already finite): positive scales, non-negative variances
     and counts, orthonormal PCA axes."""
     if isinstance(step, Standardize):
-        persist.check_nonnegative(src, prefix + "scale", arrays[prefix + "scale"], strict=True)
-        persist.check_nonnegative(src, prefix + "var", arrays[prefix + "var"])
-        persist.check_nonnegative(src, prefix + "n_samples_seen", arrays[prefix + "n_samples_seen"])
+        check.check_nonnegative(src, prefix + "scale", arrays[prefix + "scale"], strict=True)
+        check.check_nonnegative(src, prefix + "var", arrays[prefix + "var"])
+        check.check_nonnegative(src, prefix + "n_samples_seen", arrays[prefix + "n_samples_seen"])
     if isinstance(step, PCA):
-        persist.check_nonnegative(src, prefix + "explained_variance", arrays[prefix + "explained_variance"])
-        persist.check_nonnegative(src, prefix + "singular_values", arrays[prefix + "singular_values"])
+        check.check_nonnegative(src, prefix + "explained_variance", arrays[prefix + "explained_variance"])
+        check.check_nonnegative(src, prefix + "singular_values", arrays[prefix + "singular_values"])
         components = arrays[prefix + "components"]
         err = float(np.max(np.abs(components @ components.T - np.eye(components.shape[0]))))
         if err > 1e-6:
             raise src.fail(prefix + "components", f"are not orthonormal (largest |C Cᵀ - I| is {err:.3g})")
 
 
-def _read_arrays(directory: Path, steps: Sequence[Step], n_features: int) -> dict[str, np.ndarray]:
-    """``preprocessing.npz``, checked against the steps of the header."""
-    src = persist.SavedFile(directory, NPZ_NAME, _WHAT, PreprocessingFormatError)
+def _read_arrays(directory: Path, steps: Sequence[Step], header: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays file the header names, checked: its digest, then against the steps of the header."""
+    src = model_files.SavedFile(directory, header["arrays_file"], _WHAT, PreprocessingFormatError)
+    n_features = header["n_features_in"]
     widths = "".join(f", pca n_components={s.n_components}" for s in steps if isinstance(s, PCA))
-    arrays = persist.load_arrays(src, _saved_layout(steps, n_features), f"n_features_in={n_features}{widths}")
+    arrays = model_files.load_arrays(src, _saved_layout(steps, n_features), f"n_features_in={n_features}{widths}",
+                                     sha256=header["arrays_sha256"], recorded_in=JSON_NAME)
     for i, step in enumerate(steps):
         _check_step_values(src, f"{i}.{step.name}.", step, arrays)
     return arrays

@@ -11,33 +11,21 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import PurePath
 from typing import Any
 
-import numpy as np
+from pipeline.formats import FORMATS, jsonable
 
 __all__ = ["ENCODING_TYPE", "ENCODING_VERSION", "canonical_json", "gmm_stream_version", "make_provenance"]
 
-#: Encoding type and version stamped on every result written by :mod:`pipeline.sinks`.
-ENCODING_TYPE: str = "gmm_stream_result"
-ENCODING_VERSION: str = "0.1.0"
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (PurePath, datetime)):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"cannot put {type(obj).__name__} value {obj!r} in a JSON provenance record")
+#: Encoding type and version stamped on every result written by :mod:`pipeline.sinks`
+#: (the ``result`` entry of :data:`pipeline.formats.FORMATS`).
+ENCODING_TYPE: str = FORMATS["result"].name
+ENCODING_VERSION: str = FORMATS["result"].version
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON text with sorted keys and no whitespace, NumPy values converted."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default, allow_nan=True)
+    """JSON text with sorted keys and no whitespace, NumPy values converted (:func:`~pipeline.formats.jsonable`)."""
+    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
 def _sha256(obj: Any) -> str:

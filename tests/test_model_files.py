@@ -8,6 +8,7 @@ for a preprocessing) whose message names the file and the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gmm_stream import GaussianMixture, load_model, load_state, save_state
-from gmm_stream import _persist as persist
+from gmm_stream import GaussianMixture, _state
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from gmm_testing import COVARIANCE_TYPES, make_mixture
+from pipeline import load_model, load_state, model_files, save_model, save_state
 from pipeline.exceptions import PreprocessingFormatError, PreprocessingNotFoundError
 from pipeline.preprocess import PCA, STEPS, Preprocessor, Standardize
 
@@ -41,14 +42,14 @@ def fitted(X):
 @pytest.fixture(params=COVARIANCE_TYPES)
 def model_dir(request, fitted, tmp_path):
     path = tmp_path / "model"
-    fitted[request.param].save(path)
+    save_model(fitted[request.param], path)
     return path
 
 
 @pytest.fixture
 def full_model_dir(fitted, tmp_path):
     path = tmp_path / "model"
-    fitted["full"].save(path)
+    save_model(fitted["full"], path)
     return path
 
 
@@ -107,12 +108,12 @@ def test_unfitted_start_with_scikit_learn_initial_weights_still_loads(tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gm = GaussianMixture(K, init_params="k-means++", max_iter=0, random_state=0).fit(X)
-    gm.save(tmp_path / "m")
+    save_model(gm, tmp_path / "m")
     np.testing.assert_array_equal(load_model(tmp_path / "m").weights_, gm.weights_)
 
 
 def test_the_parameter_checks_cover_every_estimator_parameter():
-    assert set(persist._ESTIMATOR_PARAMS) == set(GaussianMixture().get_params())
+    assert set(_state.ESTIMATOR_PARAMS) == set(GaussianMixture().get_params())
 
 
 def test_errors_are_value_errors_of_gmm_stream(full_model_dir):
@@ -171,7 +172,7 @@ def test_deep_nesting(full_model_dir):
 
 def test_huge_file_is_refused_before_parsing(full_model_dir):
     with open(full_model_dir / "model.json", "a") as fh:
-        fh.write(" " * (persist.MAX_JSON_BYTES + 1))
+        fh.write(" " * (model_files.MAX_JSON_BYTES + 1))
     refused(load_model, full_model_dir, "model.json", "bytes", "at most", "not parsed")
 
 
@@ -252,7 +253,7 @@ def test_negative_weight(model_dir):
 @pytest.mark.parametrize("ct", ["full", "tied"])
 def test_non_symmetric_covariance(fitted, tmp_path, ct):
     model_dir = tmp_path / "model"
-    fitted[ct].save(model_dir)
+    save_model(fitted[ct], model_dir)
     cov = npz_arrays(model_dir / "arrays.npz")["covariances"].copy()
     (cov[0] if ct == "full" else cov)[0, 1] += 0.5
     rewrite_npz(model_dir / "arrays.npz", covariances=cov)
@@ -283,7 +284,7 @@ def test_precisions_cholesky_inconsistent_with_the_covariances(model_dir):
 
 
 def test_precisions_cholesky_not_triangular(tmp_path, fitted):
-    fitted["tied"].save(tmp_path / "model")
+    save_model(fitted["tied"], tmp_path / "model")
     chol = npz_arrays(tmp_path / "model" / "arrays.npz")["precisions_cholesky"].copy()
     chol[1, 0] = chol[0, 1] = 0.1
     rewrite_npz(tmp_path / "model" / "arrays.npz", precisions_cholesky=chol)
@@ -430,6 +431,24 @@ def pre_refused(path, *fragments) -> str:
     return refused(Preprocessor.load, path, *fragments, error=PreprocessingFormatError)
 
 
+def pre_npz(pre_dir: Path) -> Path:
+    """The arrays file that ``preprocessing.json`` names."""
+    return pre_dir / json.loads((pre_dir / "preprocessing.json").read_text())["arrays_file"]
+
+
+def record_digest(pre_dir: Path) -> None:
+    """Record the arrays file's present SHA-256 in ``preprocessing.json``, as a crafted directory would."""
+    digest = hashlib.sha256(pre_npz(pre_dir).read_bytes()).hexdigest()
+    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(arrays_sha256=digest))
+
+
+def rewrite_pre_npz(pre_dir: Path, **changes) -> str:
+    """Rewrite the arrays of a preprocessing (recording their digest); returns ``model/<arrays file>``."""
+    rewrite_npz(pre_npz(pre_dir), **changes)
+    record_digest(pre_dir)
+    return f"model/{pre_npz(pre_dir).name}"
+
+
 def test_preprocessing_round_trip(pre_dir):
     data = np.abs(np.random.default_rng(4).standard_normal((20, 4)))
     loaded = Preprocessor.load(pre_dir)
@@ -453,48 +472,63 @@ def test_preprocessing_deep_nesting(pre_dir):
 
 
 def test_preprocessing_zero_scale(pre_dir):
-    scale = npz_arrays(pre_dir / "preprocessing.npz")["1.standardize.scale"].copy()
+    scale = npz_arrays(pre_npz(pre_dir))["1.standardize.scale"].copy()
     scale[3] = 0.0
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"1.standardize.scale": scale})
-    pre_refused(pre_dir, "model/preprocessing.npz: 1.standardize.scale has value(s) <= 0 at [3]")
+    name = rewrite_pre_npz(pre_dir, **{"1.standardize.scale": scale})
+    pre_refused(pre_dir, f"{name}: 1.standardize.scale has value(s) <= 0 at [3]")
 
 
 def test_preprocessing_wrong_shape(pre_dir):
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"2.pca.components": np.eye(3, 4)})
-    pre_refused(pre_dir, "preprocessing.npz: 2.pca.components has shape (3, 4), expected (2, 4) "
+    name = rewrite_pre_npz(pre_dir, **{"2.pca.components": np.eye(3, 4)})
+    pre_refused(pre_dir, f"{name}: 2.pca.components has shape (3, 4), expected (2, 4) "
                          "(n_features_in=4, pca n_components=2)")
 
 
 def test_preprocessing_nan(pre_dir):
-    mean = npz_arrays(pre_dir / "preprocessing.npz")["1.standardize.mean"].copy()
+    mean = npz_arrays(pre_npz(pre_dir))["1.standardize.mean"].copy()
     mean[0] = np.nan
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"1.standardize.mean": mean})
-    pre_refused(pre_dir, "preprocessing.npz: 1.standardize.mean contains NaN")
+    name = rewrite_pre_npz(pre_dir, **{"1.standardize.mean": mean})
+    pre_refused(pre_dir, f"{name}: 1.standardize.mean contains NaN")
 
 
 def test_preprocessing_axes_not_orthonormal(pre_dir):
-    components = npz_arrays(pre_dir / "preprocessing.npz")["2.pca.components"]
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"2.pca.components": components * 2})
-    pre_refused(pre_dir, "preprocessing.npz: 2.pca.components are not orthonormal")
+    components = npz_arrays(pre_npz(pre_dir))["2.pca.components"]
+    name = rewrite_pre_npz(pre_dir, **{"2.pca.components": components * 2})
+    pre_refused(pre_dir, f"{name}: 2.pca.components are not orthonormal")
 
 
 def test_preprocessing_object_array(pre_dir):
-    arrays = npz_arrays(pre_dir / "preprocessing.npz")
+    arrays = npz_arrays(pre_npz(pre_dir))
     arrays["1.standardize.var"] = arrays["1.standardize.var"].astype(object)
-    np.savez(pre_dir / "preprocessing.npz", **arrays)
-    pre_refused(pre_dir, "preprocessing.npz: 1.standardize.var has dtype object")
+    np.savez(pre_npz(pre_dir), **arrays)
+    record_digest(pre_dir)
+    pre_refused(pre_dir, f"{pre_npz(pre_dir).name}: 1.standardize.var has dtype object")
 
 
 def test_preprocessing_unknown_array(pre_dir):
-    rewrite_npz(pre_dir / "preprocessing.npz", **{"3.whiten.scale": np.ones(2)})
-    pre_refused(pre_dir, "preprocessing.npz", "unknown array(s) ['3.whiten.scale']")
+    name = rewrite_pre_npz(pre_dir, **{"3.whiten.scale": np.ones(2)})
+    pre_refused(pre_dir, name, "unknown array(s) ['3.whiten.scale']")
+
+
+def test_preprocessing_arrays_of_another_save_are_refused(pre_dir):
+    """Arrays that are not the ones ``preprocessing.json`` was written with: damaged or swapped."""
+    arrays = pre_npz(pre_dir)
+    rewrite_npz(arrays, **{"1.standardize.mean": npz_arrays(arrays)["1.standardize.mean"] + 1.0})
+    pre_refused(pre_dir, f"model/{arrays.name} is not the file preprocessing.json was written with: its SHA-256 is",
+                "damaged or replaced", "save it again")
+
+
+def test_preprocessing_arrays_file_must_lie_beside_the_json(pre_dir):
+    edit_json(pre_dir / "preprocessing.json", lambda h: h.update(arrays_file="../model.npz"))
+    pre_refused(pre_dir, "preprocessing.json: arrays_file must be a file name like "
+                         "'preprocessing-0123456789abcdef.npz', got '../model.npz'")
 
 
 def test_preprocessing_symlink(pre_dir, tmp_path):
-    real = tmp_path / "elsewhere.npz"
-    os.replace(pre_dir / "preprocessing.npz", real)
-    (pre_dir / "preprocessing.npz").symlink_to(real)
-    pre_refused(pre_dir, "model/preprocessing.npz is a symbolic link")
+    real, arrays = tmp_path / "elsewhere.npz", pre_npz(pre_dir)
+    os.replace(arrays, real)
+    arrays.symlink_to(real)
+    pre_refused(pre_dir, f"model/{arrays.name} is a symbolic link")
 
 
 def test_preprocessing_json_is_a_directory(pre_dir):
@@ -504,8 +538,9 @@ def test_preprocessing_json_is_a_directory(pre_dir):
 
 
 def test_preprocessing_missing_npz(pre_dir):
-    (pre_dir / "preprocessing.npz").unlink()
-    pre_refused(pre_dir, "preprocessing.npz is missing")
+    arrays = pre_npz(pre_dir)
+    arrays.unlink()
+    pre_refused(pre_dir, f"{arrays.name} is missing")
 
 
 def test_preprocessing_not_found_is_still_a_file_not_found_error(tmp_path):
@@ -516,7 +551,7 @@ def test_preprocessing_not_found_is_still_a_file_not_found_error(tmp_path):
 def test_a_model_fitted_with_verbose_true_round_trips(tmp_path, capsys):
     X = np.random.default_rng(0).normal(size=(200, 2))
     gm = GaussianMixture(2, random_state=0, verbose=True).fit(X)
-    gm.save(tmp_path / "m")
+    save_model(gm, tmp_path / "m")
     assert load_model(tmp_path / "m").verbose is True
 
 

@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from gmm_stream import GaussianMixture, load_state, save_state
+from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
 from gmm_testing import add_missing, make_mixture
+from pipeline import load_state, save_state
 
 
 class Interrupted(Exception):

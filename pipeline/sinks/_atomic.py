@@ -1,9 +1,9 @@
 """Sinks compute on a private thread pool or on the cluster (see :mod:`pipeline._executor`);
-atomic writes come from :mod:`gmm_stream.atomic`."""
+atomic writes come from :mod:`pipeline.atomic`."""
 
 from __future__ import annotations
 
-from gmm_stream.atomic import atomic_output, remove_path
+from pipeline.atomic import atomic_output, remove_path
 
 from pipeline._executor import private_threads
 

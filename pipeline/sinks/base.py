@@ -13,13 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gmm_stream.atomic import check_not_input
-
+from pipeline import formats
 from pipeline._executor import active_client, compute_all
 from pipeline._paths import input_paths
+from pipeline.atomic import check_not_input
 from pipeline.exceptions import SinkError
 from pipeline.options import Options
-from pipeline.provenance import ENCODING_TYPE, ENCODING_VERSION
 from pipeline.results import Results
 from pipeline.sinks._atomic import atomic_output
 
@@ -86,7 +85,8 @@ class Sink(abc.ABC):
       input named in ``provenance["input"]["path"]``, or any input a source opened in
       this process, raises :class:`~pipeline.exceptions.InputOverlapError`;
     - every output carries the stamp ``{"encoding-type": "gmm_stream_result",
-      "encoding-version", "provenance", "settings"}`` (see :func:`pipeline.provenance.make_provenance`),
+      "encoding-version", "provenance", "settings"}`` (the ``result`` format of
+      :data:`pipeline.formats.FORMATS`; see :func:`pipeline.provenance.make_provenance`),
       and ``anomaly_threshold`` when the results flag anomalies.
 
     Each sink class declares its options in ``options_model`` (a
@@ -174,8 +174,7 @@ def make_stamp(provenance: Mapping[str, Any], settings: Mapping[str, Any] | None
                results: Results) -> dict[str, Any]:
     """The stamp every output of ``results`` carries."""
     stamp: dict[str, Any] = {
-        "encoding-type": ENCODING_TYPE,
-        "encoding-version": ENCODING_VERSION,
+        **formats.stamp("result"),
         "provenance": dict(provenance),
         "settings": dict(settings or {}),
     }

@@ -13,9 +13,8 @@ import numpy as np
 import xarray as xr
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, rows_per_chunk
-from gmm_stream.atomic import protect_inputs
-
 from pipeline._paths import input_paths, is_url, modification_time, normalise, path_exists
+from pipeline.atomic import protect_inputs
 from pipeline.exceptions import SelectionError, SourceDtypeError, SourceNotFoundError, SourceShapeError
 from pipeline.options import Options
 
@@ -47,7 +46,7 @@ class Source(abc.ABC):
       (loaded, they are small);
     - ``attrs`` carry ``source_kind`` and ``source_path``;
     - every local file the source reads (each match of a glob, the targets of symlinks in
-      a directory) is registered with :func:`gmm_stream.atomic.protect_inputs`: from then
+      a directory) is registered with :func:`pipeline.atomic.protect_inputs`: from then
       on no output of this process (sinks, saved models, preprocessing) may touch it.
 
     ``identity()`` returns a JSON-able dict describing the input for provenance:

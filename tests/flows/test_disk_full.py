@@ -19,8 +19,8 @@ import pytest
 
 from flows.fit import fit_flow
 from flows_testing import small_data, write_job, write_parquet
-from gmm_stream import load_model
-from gmm_stream.exceptions import DiskFullError
+from pipeline import load_model
+from pipeline.exceptions import DiskFullError
 
 
 def _mount_tmpfs(path: Path, size_kib: int) -> bool:

@@ -19,8 +19,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from gmm_stream import load_model
-from pipeline import Preprocessor
+from pipeline import Preprocessor, load_model, save_model
 from flows.cli import app
 from flows.fit import fit_flow
 from pipeline.output_set import OutputSet
@@ -216,7 +215,7 @@ def test_label_continuity_on_shuffled_data(tmp_path):
     # a reference whose components are NOT in canonical order: the matching must follow it
     perm = [2, 0, 1]  # reference component j = day-1 component perm[j]
     reference = load_model(tmp_path / "day1" / "model").permuted(perm)
-    reference.save(tmp_path / "reference")
+    save_model(reference, tmp_path / "reference")
     expected = pd.Series(np.argsort(perm)[day1.to_numpy()], index=day1.index)
 
     shuffled = ["source.path=" + str(tmp_path / "b.parquet"), "output.directory=" + str(tmp_path / "day2"),

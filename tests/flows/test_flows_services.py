@@ -19,7 +19,6 @@ import pytest
 import xarray as xr
 import yaml
 
-from gmm_stream import load_model
 from pipeline import Preprocessor
 from flows.selection import select_flow
 from flows_testing import (
@@ -35,6 +34,7 @@ from flows_testing import (
     write_job,
     write_parquet,
 )
+from pipeline import load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 

@@ -20,9 +20,9 @@ from flows.config import load_job
 from flows.preflight import preflight
 from flows_testing import BIN, small_data, write_job, write_parquet
 from gmm_stream import GaussianMixture
-from gmm_stream.exceptions import InputOverlapError
+from pipeline.exceptions import InputOverlapError
 from pipeline.output_set import OutputSet
-from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results
+from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results, save_model
 
 
 def tree_digest(path: Path) -> str:
@@ -108,7 +108,8 @@ def test_a_predict_job_never_writes_over_its_model(tmp_path, zarr_input):
     fit_outputs = OutputSet(tmp_path / "out", ["model"])
     with fit_outputs.lock():
         run = fit_outputs.begin("fit-job", overwrite=False)
-        GaussianMixture(2, random_state=0).fit(small_data(n=200).X).save(run.path(tmp_path / "out" / "model"))
+        gm = GaussianMixture(2, random_state=0).fit(small_data(n=200).X)
+        save_model(gm, run.path(tmp_path / "out" / "model"))
         fit_outputs.publish(run)
     model_dir = tmp_path / "out" / "model"
     before = tree_digest(model_dir.resolve())
@@ -136,7 +137,7 @@ def test_the_python_api_resolves_dotdot_and_symlinks(tmp_path, zarr_input):
         with pytest.raises(InputOverlapError):
             ParquetSink(path, overwrite=True).write(results, provenance={})  # no provenance: the registry
         with pytest.raises(InputOverlapError):
-            gm.save(path, overwrite=True)
+            save_model(gm, path, overwrite=True)
         with pytest.raises(InputOverlapError):
             Preprocessor(["standardize"]).fit(X).save(path, overwrite=True)
     assert tree_digest(zarr_input) == before

@@ -24,7 +24,7 @@ import zarr
 
 from flows.fit import fit_flow
 from flows_testing import small_data, write_job, write_parquet
-from gmm_stream import load_model
+from pipeline import load_model
 from pipeline.exceptions import OutputExistsError
 
 KILLER = """

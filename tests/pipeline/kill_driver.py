@@ -22,9 +22,9 @@ import dask.array as da
 import numpy as np
 import pyarrow.parquet as pq
 
-from gmm_stream import GaussianMixture, load_model
-from gmm_stream.atomic import atomic_output
-from pipeline import ParquetSink, ZarrSink, predict_results
+from gmm_stream import GaussianMixture
+from pipeline import ParquetSink, ZarrSink, load_model, predict_results, save_model
+from pipeline.atomic import atomic_output
 from pipeline.output_set import OutputSet
 
 ENTRIES = ["model", "report", "predictions.parquet", "predictions.zarr"]
@@ -53,7 +53,7 @@ def scenario(out: Path, tag: str, kill_at: int | None, count_file: Path | None =
     outputs = OutputSet(out, ENTRIES)
     with outputs.lock("kill-test"):
         run = outputs.begin(f"job-{tag}", overwrite=True, job_name="kill-test")
-        gm.save(run.path(out / "model"), overwrite=True)
+        save_model(gm, run.path(out / "model"), overwrite=True)
         results = predict_results(gm, da.from_array(X, chunks=300))
         for sink in (ParquetSink(run.path(out / "predictions.parquet")), ZarrSink(run.path(out / "predictions.zarr"))):
             if not sink.path.exists():

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gmm_stream import GaussianMixture, load_model
-from gmm_stream.atomic import recover
+from gmm_stream import GaussianMixture
+from pipeline import load_model, save_model
+from pipeline.atomic import recover
 from pipeline.exceptions import OutputExistsError, OutputLayoutError, OutputLockedError
 from pipeline.output_set import OutputSet
 
@@ -109,7 +110,7 @@ def test_recover_restores_a_directory_lost_between_two_renames(tmp_path):
     """The two-rename fallback (file systems without RENAME_EXCHANGE): a kill between them."""
     target = tmp_path / "model"
     gm = GaussianMixture(2, random_state=0).fit(_data())
-    gm.save(target)
+    save_model(gm, target)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     backup = tmp_path / f".model.old-{int(dead.stdout)}-0123456789ab"
     os.rename(target, backup)  # the state a kill between the two renames leaves

@@ -12,8 +12,17 @@ import pandas as pd
 import pytest
 from pipeline_testing import ALL_CASES, SourceCase, make_matrix
 
-from gmm_stream import GaussianMixture, load_model
-from pipeline import AnnDataSink, AnnDataSource, Preprocessor, make_provenance, model_params, predict_results
+from gmm_stream import GaussianMixture
+from pipeline import (
+    AnnDataSink,
+    AnnDataSource,
+    Preprocessor,
+    load_model,
+    make_provenance,
+    model_params,
+    predict_results,
+    save_model,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -92,7 +101,7 @@ def test_saved_model_and_preprocessing_score_new_data_unchanged(tmp_path):
     steps = ["standardize", {"name": "pca", "n_components": 3}]
     pre = Preprocessor(steps).fit(m.X)
     gm = fit(pre.transform(m.X), 3)
-    gm.save(tmp_path / "model")
+    save_model(gm, tmp_path / "model")
     pre.save(tmp_path / "model")  # beside the model
 
     new = make_matrix(seed=34, n=100).X

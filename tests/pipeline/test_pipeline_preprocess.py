@@ -29,6 +29,7 @@ from pipeline.exceptions import (
     PreprocessingFormatError,
     PreprocessingNotFoundError,
 )
+from pipeline import preprocess
 from pipeline.preprocess import PCA, Preprocessor, Standardize, column_moments
 from pipeline.sources import ParquetSource
 
@@ -229,6 +230,51 @@ def test_save_does_not_overwrite_unless_asked(tmp_path, X):
     with pytest.raises(OutputExistsError, match="preprocessing.json exists"):
         pre.save(tmp_path)
     pre.save(tmp_path, overwrite=True)
+
+
+class Killed(Exception):
+    """Stands for the process dying at that point."""
+
+
+@pytest.mark.parametrize("crash_at", ["arrays", "json"])
+def test_a_crash_while_replacing_a_saved_preprocessing_leaves_the_old_pair(tmp_path, X, monkeypatch, crash_at):
+    old = Preprocessor(["standardize"]).fit(X)
+    old.save(tmp_path)
+    new = Preprocessor(["standardize"]).fit(X * 2.0 + 1.0)
+    write = preprocess._replace_file
+
+    def dies(target, data):
+        if (target.name == preprocess.JSON_NAME) == (crash_at == "json"):
+            raise Killed(target)
+        write(target, data)
+
+    monkeypatch.setattr(preprocess, "_replace_file", dies)
+    with pytest.raises(Killed):
+        new.save(tmp_path, overwrite=True)
+    monkeypatch.undo()
+    loaded = Preprocessor.load(tmp_path)  # the old pair, whole
+    np.testing.assert_array_equal(loaded.steps[0].get_arrays()["mean"], old.steps[0].get_arrays()["mean"])
+    np.testing.assert_array_equal(loaded.transform(X), old.transform(X))
+
+    new.save(tmp_path, overwrite=True)  # the next save switches, and removes the arrays nothing names
+    header = json.loads((tmp_path / "preprocessing.json").read_text())
+    assert sorted(p.name for p in tmp_path.glob("preprocessing*.npz")) == [header["arrays_file"]]
+    np.testing.assert_array_equal(Preprocessor.load(tmp_path).transform(X), new.transform(X))
+
+
+def test_a_preprocessing_saved_by_an_earlier_version_loads_and_is_replaced_whole(tmp_path, X):
+    pre = Preprocessor(["standardize", {"name": "pca", "n_components": 2}]).fit(X)
+    pre.save(tmp_path)
+    header = json.loads((tmp_path / "preprocessing.json").read_text())
+    (tmp_path / header.pop("arrays_file")).rename(tmp_path / "preprocessing.npz")  # format version 1's layout
+    del header["arrays_sha256"]
+    (tmp_path / "preprocessing.json").write_text(json.dumps(dict(header, format_version=1)))
+    np.testing.assert_array_equal(Preprocessor.load(tmp_path).transform(X), pre.transform(X))
+
+    pre.save(tmp_path, overwrite=True)
+    assert not (tmp_path / "preprocessing.npz").exists()
+    assert json.loads((tmp_path / "preprocessing.json").read_text())["format_version"] == 2
+    np.testing.assert_array_equal(Preprocessor.load(tmp_path).transform(X), pre.transform(X))
 
 
 def test_load_errors(tmp_path):

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .exceptions import DiskFullError, InputOverlapError, OutputExistsError
+from pipeline.exceptions import DiskFullError, InputOverlapError, OutputExistsError
 
 __all__ = [
     "atomic_output",
