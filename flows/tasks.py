@@ -34,13 +34,11 @@ from pipeline import (
     Dataset,
     Preprocessor,
     Scores,
-    formats,
     load_model,
     load_state,
     make_provenance,
     make_sink,
     make_source,
-    model_files,
     model_params,
     predict_results,
     save_state,
@@ -49,9 +47,10 @@ from pipeline import (
     write_results,
 )
 from gmm_stream.matching import LabelMatching
-from pipeline.atomic import atomic_output, disk_full
+from pipeline.atomic import disk_full
 from pipeline.checkpoints import matching_checkpoint, write_fingerprint
 from pipeline.labels import label_overlap, read_labels
+from pipeline.model_directory import SavedModel, read_model_directory, training_record, write_model_directory
 from pipeline.output_set import OutputSet, Run
 from pipeline.provenance import canonical_json
 from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
@@ -82,8 +81,6 @@ logger = logging.getLogger(__name__)
 
 #: ``n_init`` of every candidate of the ``select`` flow unless the job sets ``model.n_init``.
 SELECT_N_INIT = 3
-TRAINING_FILE = "training.json"
-JOB_FILE = "job.json"
 
 
 def _transient(task_, task_run, state) -> bool:
@@ -131,16 +128,6 @@ class FitResult:
     model: GaussianMixture
     resumed_from: int | None
     seconds: float
-
-
-@dataclass
-class SavedModel:
-    """A model directory as the fit and select flows write it."""
-
-    path: Path
-    model: GaussianMixture
-    preprocessor: Preprocessor
-    training: dict[str, Any]
 
 
 def open_dataset(job: Job) -> Dataset:
@@ -288,9 +275,7 @@ class CandidateResult:
 def fit_candidate(job: Job, run: Run, dataset: Dataset, candidate: Candidate) -> CandidateResult:
     """Fit one candidate of the grid and score it (BIC, AIC, ICL) in one more pass."""
     fit = fit_em(job, dataset.model_input, candidate, job_fingerprint(job, dataset.identity), run.checkpoint_dir)
-    results = predict_results(fit.model, dataset.model_input)
-    return CandidateResult(fit, score(results, dataset.model_input, fit.model.params_.n_parameters(),
-                                      max_points=job.report.max_plot_points))
+    return CandidateResult(fit, score(fit.model, dataset.model_input, max_points=job.report.max_plot_points))
 
 
 def _reference_model(job: Job) -> tuple[GaussianMixture | None, str | None]:
@@ -348,45 +333,24 @@ def label_model(job: Job, model: GaussianMixture, dataset: Dataset) -> tuple[Gau
 @task(name="save-model", **IO)
 def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preprocessor, scores: Scores,
                identity: dict[str, Any], matching: LabelMatching | None) -> str:
-    """Write ``model/`` into the run: the model, its preprocessing, ``training.json`` and ``job.json``.
-
-    Written atomically; a resumed run replaces the copy an interrupted attempt wrote.
-    """
-    training = {
-        **formats.stamp("training"),
-        "n_rows": scores.n_rows,
-        "n_empty": scores.n_empty,
-        "sizes": scores.sizes,
-        "loglik": scores.loglik,
-        "bic": scores.bic,
-        "aic": scores.aic,
-        "icl": scores.icl,
-        "logdens_quantiles": {"levels": scores.quantile_levels, "values": scores.quantiles},
-        "labels": None if matching is None else matching.to_dict(),
-        "provenance": make_provenance(job.settings(), identity),
-    }
-    with atomic_output(run.path(job.model_dir), overwrite=True) as tmp:
-        model_files.save_model(model, tmp)
-        preprocessor.save(tmp)
-        (tmp / TRAINING_FILE).write_text(formats.json_text(training))
-        (tmp / JOB_FILE).write_text(formats.json_text(job.settings()))
+    """Write ``model/`` into the run (:mod:`pipeline.model_directory`): the model, its
+    preprocessing, the training record and the job. Written atomically; a resumed run
+    replaces the copy an interrupted attempt wrote."""
+    training = training_record(scores, labels=None if matching is None else matching.to_dict(),
+                               provenance=make_provenance(job.settings(), identity))
+    write_model_directory(run.path(job.model_dir), model, preprocessor, training, job.settings())
     return str(job.model_dir)
 
 
 @task(name="load-model", **IO)
 def load_saved_model(path: str) -> SavedModel:
     """Read a model directory written by the fit or select flow."""
-    directory = Path(path)
-    if not (directory / "model.json").exists():
+    try:
+        return read_model_directory(path)
+    except FileNotFoundError:
         raise ModelNotFoundError(
-            f"predict.model: no saved model at {directory} (model.json missing); run the fit job first"
-        )
-    if not os.path.lexists(directory / TRAINING_FILE):
-        raise ModelFormatError(f"{directory} has no {TRAINING_FILE}; it was not written by a gmm-stream flow")
-    src = model_files.SavedFile(directory, TRAINING_FILE)
-    training = model_files.read_json(src)
-    formats.check_format(training, "training", src.path)
-    return SavedModel(directory, load_model(directory), Preprocessor.load(directory), training)
+            f"predict.model: no saved model at {path} (model.json missing); run the fit job first"
+        ) from None
 
 
 @task(name="write-predictions", **IO)

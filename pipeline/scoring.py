@@ -149,10 +149,13 @@ def scores_from(values: dict[str, Any], n_parameters: int, threshold: float | No
     )
 
 
-def score(results: Results, X: xr.DataArray | da.Array, n_parameters: int, *, max_points: int = 5000,
+def score(model: Any, X: xr.DataArray | da.Array, *, max_points: int = 5000, threshold: float | None = None,
           seed: int = 0) -> Scores:
-    """:class:`Scores` in a pass of their own (when no predictions are written)."""
+    """:class:`Scores` of a fitted ``model`` on ``X`` in a pass of their own (when no predictions
+    are written; otherwise compute :func:`score_values` with the sinks' writes)."""
     from pipeline._executor import compute_all
+    from pipeline.results import predict_results
 
+    results = predict_results(model, X, anomaly_threshold=threshold)
     (values,) = compute_all([], [score_values(results, X, max_points=max_points, seed=seed)])
-    return scores_from(values, n_parameters, results.anomaly_threshold)
+    return scores_from(values, model.params_.n_parameters(), threshold)

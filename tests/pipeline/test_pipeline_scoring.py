@@ -8,7 +8,6 @@ import pytest
 import xarray as xr
 
 from gmm_stream import GaussianMixture
-from pipeline import predict_results
 from pipeline.scoring import QUANTILE_LEVELS, _sketch, merge_quantiles, quantile_at, score
 
 
@@ -26,7 +25,7 @@ def fitted():
 
 def test_scores_against_the_estimator_and_a_brute_force_entropy(fitted):
     gm, X, Z = fitted
-    s = score(predict_results(gm, Z), Z, gm.params_.n_parameters(), max_points=500)
+    s = score(gm, Z, max_points=500)
     np.testing.assert_allclose(s.bic, gm.bic(X), rtol=1e-10)
     np.testing.assert_allclose(s.aic, gm.aic(X), rtol=1e-10)
     usable = ~np.all(np.isnan(X), axis=1)
@@ -42,7 +41,7 @@ def test_scores_against_the_estimator_and_a_brute_force_entropy(fitted):
 
 def test_log_density_quantiles_and_anomalies(fitted):
     gm, X, Z = fitted
-    s = score(predict_results(gm, Z, anomaly_threshold=-8.0), Z, gm.params_.n_parameters())
+    s = score(gm, Z, threshold=-8.0)
     logd = gm.score_samples(X)
     finite = logd[~np.isnan(logd)]
     # chunks of 300 rows are below the sketch size: the quantiles are exact (mid-rank interpolation)
