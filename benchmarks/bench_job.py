@@ -29,8 +29,10 @@ What is measured
 * Memory: the flow process's peak RSS (the kernel's ``VmHWM``; the flow runs in a fresh
   process) and its RSS after imports; each worker's peak (its own ``VmHWM``, written by the
   preload at close) and the peak of the workers' summed RSS (sampled every 20 ms with
-  psutil among the flow process's children). Also the flow process's ``rchar`` / ``wchar``
-  (``/proc/self/io``: files, sockets and pipes together).
+  psutil among the flow process's children). Also the bytes read and written (``rchar`` /
+  ``wchar`` of ``/proc/<pid>/io``: files, sockets and pipes together) by the flow process
+  and by the workers; Linux adds a reaped child's counters to its parent's, so the workers'
+  own (read by each at its close) are taken out of the flow process's.
 * The share of the run during which some task on the machine waited for a CPU (Linux PSI):
   on a shared machine, numbers taken under high pressure are not the code's speed.
 
@@ -85,6 +87,10 @@ SCHEDULERS = {
     "threads": {"kind": "threads"},
     "local_cluster": {"kind": "local_cluster", "n_workers": 2, "threads_per_worker": 1, "processes": True},
 }
+
+#: packages whose presence in a worker's ``sys.modules`` at its close is reported
+NOTABLE_MODULES = ("numpy", "scipy", "sklearn", "pandas", "pyarrow", "xarray", "zarr", "anndata", "h5py",
+                   "matplotlib", "prefect", "gmm_stream", "pipeline", "flows")
 
 # environment of the flow process and its workers (the worker preload reads them)
 ENV_STORE = "BENCH_JOB_STORE"
@@ -163,7 +169,8 @@ def _dump_worker(name: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "name": name, "counts": _worker_reads.snapshot(),
                                "first_read": _worker_reads.first_read, "start_rss_mib": _worker_start_rss,
-                               "peak_rss_mib": _status_mib("VmHWM")}))
+                               "peak_rss_mib": _status_mib("VmHWM"), "io": io_counters(),
+                               "imported": [m for m in NOTABLE_MODULES if m in sys.modules]}))
     tmp.replace(path)
 
 
@@ -347,7 +354,8 @@ def flow_process(spec: dict) -> dict:
         "baseline_rss_mib": baseline,
         "peak_rss_mib": _status_mib("VmHWM"),
         "sampled_peak_rss_mib": sampler.own_peak / MIB,
-        "rchar": io1["rchar"] - io0["rchar"] - sampler.io["rchar"],  # without the sampler's reads of /proc
+        # without the sampler's reads of /proc; still with the I/O of reaped children (workers), see below
+        "rchar": io1["rchar"] - io0["rchar"] - sampler.io["rchar"],
         "wchar": io1["wchar"] - io0["wchar"] - sampler.io["wchar"],
         "sampler_rchar": sampler.io["rchar"],
         "flow_first_read": reads.first_read,
@@ -363,6 +371,11 @@ def flow_process(spec: dict) -> dict:
     for w in workers:
         w["sampled_peak_rss_mib"] = sampler.child_peaks.get(w["pid"], 0) / MIB or None
     result["workers"] = workers
+    # Linux adds a reaped child's I/O counters to its parent's /proc/<pid>/io: take the
+    # workers' own (read by each at its close, a little before it exits) out of the flow's.
+    for key in ("rchar", "wchar"):
+        result[f"workers_{key}"] = sum(w.get("io", {}).get(key, 0) for w in workers)
+        result[key] = max(result[key] - result[f"workers_{key}"], 0)
     worker_pids = {w["pid"] for w in workers}
     peak_sum = sampler.peak_sum(worker_pids) if worker_pids else None
     result["workers_sum_peak_mib"] = None if peak_sum is None else peak_sum / MIB
@@ -511,17 +524,15 @@ def code_version() -> str:
 def print_header(args, unset: dict[str, str]) -> None:
     from importlib.metadata import version
 
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401 - loads OpenBLAS for threadpool_info
+    from threadpoolctl import threadpool_info
 
     print("gmm-stream fit-job benchmark")
     print(f"command   : {shlex.join([sys.executable] + sys.argv)}")
     print(f"date      : {datetime.datetime.now().isoformat(timespec='seconds')}")
     cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), cpu)
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     print(f"machine   : {platform.node()}, {cpu}, cpu_count={os.cpu_count()}, "
           f"affinity={len(os.sched_getaffinity(0))}, memory "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "
@@ -543,7 +554,7 @@ def print_header(args, unset: dict[str, str]) -> None:
     print(f"job       : standardize + PCA({args.pca}) -> GaussianMixture(K={args.components}, full, "
           f"max_iter={args.max_iter}, tol={args.tol:g}, init kmeans, n_init 1) -> sinks Zarr + Parquet; "
           "job defaults otherwise (checkpoints every iteration, report with plots and artifacts)")
-    print(f"schedulers: " + "; ".join(f"{s}: {SCHEDULERS[s]}" for s in args.scheduler_list))
+    print("schedulers: " + "; ".join(f"{s}: {SCHEDULERS[s]}" for s in args.scheduler_list))
     print(f"repeats   : {args.repeats} per scheduler, interleaved"
           + (" (one run each: numbers are single measurements)" if args.repeats == 1 else
              " (median [min-max])"))
@@ -614,16 +625,21 @@ def print_results(args, results: dict[str, list[dict]]) -> None:
             spread([r["baseline_rss_mib"] for r in runs], "{:.0f}"),
             spread([r["peak_rss_mib"] for r in runs], "{:.0f}"),
             spread([r["peak_rss_mib"] - r["baseline_rss_mib"] for r in runs], "{:.0f}"),
-            "N/A (no workers)" if s == "threads" else
-            (" / ".join(f"{w['peak_rss_mib']:.0f}" for w in workers) or "missing"),
+            "N/A (no workers)" if s == "threads" else (
+                (" / ".join(f"{w['peak_rss_mib']:.0f}" for w in workers) or "missing") if len(runs) == 1
+                else spread([w["peak_rss_mib"] for w in workers], "{:.0f}")),
             "N/A" if s == "threads" else spread([r.get("workers_sum_peak_mib") for r in runs], "{:.0f}"),
             spread([r["rchar"] / MIB for r in runs], "{:.0f}"),
             spread([r["wchar"] / MIB for r in runs], "{:.0f}"),
+            "N/A" if s == "threads" else spread([r.get("workers_rchar", 0) / MIB for r in runs], "{:.0f}"),
+            "N/A" if s == "threads" else spread([r.get("workers_wchar", 0) / MIB for r in runs], "{:.0f}"),
         ])
     print_table("Memory and traffic (MiB). Flow process: VmHWM of a fresh process, 'after imports' = RSS just "
-                "before the flow; workers: each one's VmHWM; sum = sampled peak of their summed RSS",
+                "before the flow; workers: each one's VmHWM; sum = sampled peak of their summed RSS; "
+                "rchar/wchar: /proc/<pid>/io (files, sockets, pipes) during the flow, the workers' taken out "
+                "of the flow process's",
                 ["scheduler", "flow after imports", "flow peak", "flow peak - imports", "worker peaks",
-                 "workers sum peak", "flow rchar", "flow wchar"], rows)
+                 "workers sum peak", "flow rchar", "flow wchar", "workers rchar", "workers wchar"], rows)
 
     for s in cols:
         for r in ok[s]:
@@ -635,6 +651,8 @@ def print_results(args, results: dict[str, list[dict]]) -> None:
             if r.get("workers"):
                 line += "; worker RSS at start " + " / ".join(
                     f"{w['start_rss_mib']:.0f}" for w in r["workers"] if w.get("start_rss_mib")) + " MiB"
+                line += "; imported by the workers: " + ", ".join(
+                    sorted({m for w in r["workers"] for m in w.get("imported", [])}, key=NOTABLE_MODULES.index))
             if r["passes"]["other_keys"]:
                 line += f"; reads of other keys of X: {r['passes']['other_keys'][:5]}"
             if extra:
