@@ -511,9 +511,8 @@ def code_version() -> str:
 def print_header(args, unset: dict[str, str]) -> None:
     from importlib.metadata import version
 
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401 - loads OpenBLAS for threadpool_info
+    from threadpoolctl import threadpool_info
 
     print("gmm-stream fit-job benchmark")
     print(f"command   : {shlex.join([sys.executable] + sys.argv)}")
@@ -543,7 +542,7 @@ def print_header(args, unset: dict[str, str]) -> None:
     print(f"job       : standardize + PCA({args.pca}) -> GaussianMixture(K={args.components}, full, "
           f"max_iter={args.max_iter}, tol={args.tol:g}, init kmeans, n_init 1) -> sinks Zarr + Parquet; "
           "job defaults otherwise (checkpoints every iteration, report with plots and artifacts)")
-    print(f"schedulers: " + "; ".join(f"{s}: {SCHEDULERS[s]}" for s in args.scheduler_list))
+    print("schedulers: " + "; ".join(f"{s}: {SCHEDULERS[s]}" for s in args.scheduler_list))
     print(f"repeats   : {args.repeats} per scheduler, interleaved"
           + (" (one run each: numbers are single measurements)" if args.repeats == 1 else
              " (median [min-max])"))

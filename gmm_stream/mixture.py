@@ -20,8 +20,8 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _criteria, _dask, _state
-from ._features import check_features
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
+from ._features import check_features
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._init_checks import check_init_array, check_precisions_init, check_weights_init
 from ._params import (

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from gmm_stream.matching import contingency
-
 from pipeline.results import Results
 
 __all__ = ["read_labels", "label_overlap"]

@@ -58,7 +58,6 @@ from gmm_stream import check_features, one_blas_thread_per_dask_thread
 from gmm_stream.exceptions import NumericalOverflowError
 from pipeline import model_files
 from pipeline.atomic import atomic_output, check_not_input, fsync_tree, remove_path
-from pipeline.formats import json_text, stamp
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -66,6 +65,7 @@ from pipeline.exceptions import (
     PreprocessingFormatError,
     PreprocessingNotFoundError,
 )
+from pipeline.formats import json_text, stamp
 
 __all__ = ["Step", "Log1p", "Standardize", "PCA", "Preprocessor", "make_step", "STEPS", "STEP_ORDER"]
 

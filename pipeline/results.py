@@ -11,8 +11,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from gmm_stream import GaussianParams, posterior
-from gmm_stream import check_features
+from gmm_stream import GaussianParams, check_features, posterior
 from pipeline._chunks import row_chunks
 from pipeline.exceptions import SinkError
 

@@ -18,7 +18,6 @@ import numpy as np
 import xarray as xr
 
 from gmm_stream import criteria
-
 from pipeline.results import Results
 
 __all__ = ["QUANTILE_LEVELS", "Scores", "score_values", "scores_from", "merge_quantiles", "quantile_at",

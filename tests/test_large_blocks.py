@@ -18,11 +18,11 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-import reference
-from gmm_stream import GaussianMixture, GaussianParams, chunk_statistics, m_step
-from gmm_stream import _dask
+from gmm_stream import GaussianMixture, GaussianParams, _dask, chunk_statistics, m_step
 from gmm_stream._dask import NUMPY_CHUNK_ROWS
 from gmm_stream._stats import block_rows
+
+import reference
 from gmm_testing import COVARIANCE_TYPES, assert_allclose_scaled, init_kwargs, make_mixture, random_params
 
 REG_COVAR = 1e-6

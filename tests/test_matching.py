@@ -32,6 +32,7 @@ from gmm_stream.matching import (
     match_by_overlap,
     match_to_reference,
 )
+
 from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture, random_params
 from reference import full_covariances as reference_full_covariances
 

@@ -9,8 +9,9 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
-import reference
 from gmm_stream import GaussianMixture, GaussianParams, chunk_statistics, estimate_weighted_log_prob, m_step
+
+import reference
 from gmm_testing import (
     COVARIANCE_TYPES,
     add_missing,

@@ -33,6 +33,7 @@ from pipeline.exceptions import (
     SourceFormatError,
     SparseMatrixError,
 )
+from pipeline.options import NonEmptyStr, Options
 from pipeline.sources._damage import (
     RESTORE,
     CheckingStore,
@@ -48,7 +49,6 @@ from pipeline.sources._damage import (
     missing_key_error,
     open_store,
 )
-from pipeline.options import NonEmptyStr, Options
 from pipeline.sources.base import Source, as_names
 
 __all__ = ["AnnDataSource", "AnnDataSourceOptions", "anndata_format", "is_legacy_h5ad"]

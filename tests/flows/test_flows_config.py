@@ -23,6 +23,7 @@ from gmm_stream.exceptions import InvalidParameterError
 from pipeline import preprocess
 from pipeline.sinks import SINKS, make_sink
 from pipeline.sources import SOURCES
+
 from flows_testing import CONFIGS
 
 EXAMPLES = sorted(CONFIGS.glob("*.yaml"))

@@ -19,8 +19,9 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline import Preprocessor
 from flows.selection import select_flow
+from pipeline import Preprocessor, load_model
+
 from flows_testing import (
     BIN,
     CONFIGS,
@@ -34,7 +35,6 @@ from flows_testing import (
     write_job,
     write_parquet,
 )
-from pipeline import load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 

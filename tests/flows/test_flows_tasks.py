@@ -12,7 +12,8 @@ from flows.config import LocalClusterCompute, SchedulerCompute, SyntheticConfig,
 from flows.demo import ensure_synthetic, make_synthetic
 from flows.exceptions import ClusterConnectionError
 from flows.tasks import open_dataset
-from flows_testing import free_port, small_data
+
+from flows_testing import free_port
 
 
 def test_synthetic_data_are_seeded_and_readable_by_the_sources(tmp_path):

@@ -18,11 +18,12 @@ import zarr
 
 from flows.config import load_job
 from flows.preflight import preflight
-from flows_testing import BIN, small_data, write_job, write_parquet
 from gmm_stream import GaussianMixture
+from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results, save_model
 from pipeline.exceptions import InputOverlapError
 from pipeline.output_set import OutputSet
-from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results, save_model
+
+from flows_testing import BIN, small_data, write_job, write_parquet
 
 
 def tree_digest(path: Path) -> str:

@@ -16,6 +16,7 @@ import pytest
 from flows import config as config_module
 from flows.config import MAX_JOB_BYTES, load_job
 from flows.exceptions import ConfigError
+
 from flows_testing import CONFIGS
 
 OUT = "/nonexistent/out"

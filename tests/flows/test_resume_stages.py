@@ -23,9 +23,10 @@ import pytest
 import zarr
 
 from flows.fit import fit_flow
-from flows_testing import small_data, write_job, write_parquet
 from pipeline import load_model
 from pipeline.exceptions import OutputExistsError
+
+from flows_testing import small_data, write_job, write_parquet
 
 KILLER = """
 import os, signal, sys

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from pipeline_testing import STORED_ROWS, AnnDataCase, ParquetDirectoryCase, XarrayZarrCase, ZarrArrayCase, make_matrix
 from zarr.codecs import BloscCodec
 
 from gmm_stream.exceptions import GMMStreamError
@@ -38,6 +37,8 @@ from pipeline.exceptions import (
     SourceFormatError,
 )
 from pipeline.sources import AnnDataSource, ParquetSource, ZarrSource, make_source, open_source
+
+from pipeline_testing import STORED_ROWS, AnnDataCase, ParquetDirectoryCase, XarrayZarrCase, ZarrArrayCase, make_matrix
 
 N_ROWS, N_FEATURES = 200, 3
 

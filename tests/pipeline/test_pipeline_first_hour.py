@@ -35,8 +35,16 @@ import xarray as xr
 import zarr
 
 from gmm_stream import GaussianMixture
-from pipeline import AnnDataSink, AnnDataSource, ParquetSink, ParquetSource, ZarrSink, make_provenance
-from pipeline import model_params, predict_results
+from pipeline import (
+    AnnDataSink,
+    AnnDataSource,
+    ParquetSink,
+    ParquetSource,
+    ZarrSink,
+    make_provenance,
+    model_params,
+    predict_results,
+)
 from pipeline.exceptions import SelectionError, SinkError
 from pipeline.results import Results
 from pipeline.sources.parquet_source import IntegerColumnWarning
