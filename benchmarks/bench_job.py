@@ -518,9 +518,8 @@ def print_header(args, unset: dict[str, str]) -> None:
     print(f"command   : {shlex.join([sys.executable] + sys.argv)}")
     print(f"date      : {datetime.datetime.now().isoformat(timespec='seconds')}")
     cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), cpu)
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     print(f"machine   : {platform.node()}, {cpu}, cpu_count={os.cpu_count()}, "
           f"affinity={len(os.sched_getaffinity(0))}, memory "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "

@@ -42,7 +42,7 @@ import traceback
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -240,7 +240,8 @@ class _LocalServer:
     def start(self) -> None:
         """Start the server process (returns at once: see :meth:`wait_ready`)."""
         if self.log is None:
-            self.log = tempfile.TemporaryFile(prefix="gmm-stream-prefect-server-")
+            # kept open for the server's lifetime, closed by stop()
+            self.log = tempfile.TemporaryFile(prefix="gmm-stream-prefect-server-")  # noqa: SIM115
         with socket.socket() as sock:  # a free port (taken again in the meantime: retried)
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -334,10 +335,8 @@ class _LocalServer:
         close), or SIGKILL while it is still starting (it would finish starting first)."""
         proc = self.proc
         if proc is not None and proc.returncode is None and hasattr(os, "killpg"):
-            try:
+            with suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM if self.ready else signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server (see :meth:`terminate`), close its output, forget its URL."""

@@ -226,7 +226,8 @@ class GaussianParams:
         dtype = np.dtype(dtype)
         if all(a.dtype == dtype for a in (self.weights, self.means, self.precisions_cholesky, self.covariances)):
             return self
-        return GaussianParams(*(np.asarray(a).astype(dtype) for a in (self.weights, self.means, self.precisions_cholesky)),
+        arrays = (self.weights, self.means, self.precisions_cholesky)
+        return GaussianParams(*(np.asarray(a).astype(dtype) for a in arrays),
                               self.covariance_type, np.asarray(self.covariances).astype(dtype))
 
     def permute(self, order) -> GaussianParams:

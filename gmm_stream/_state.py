@@ -436,7 +436,8 @@ def checkpoint_from_state(meta: Any, arrays: Mapping[str, Any]) -> dict[str, Any
     if "stats_N" in checked:
         for name in ("stats_N", "stats_n_rows", "stats_n_empty", "stats_feature_counts"):
             v.check_nonnegative(src, name, checked[name])
-        stats = SufficientStats.from_arrays({n[len("stats_"):]: a for n, a in checked.items() if n.startswith("stats_")})
+        stats = SufficientStats.from_arrays({n[len("stats_"):]: a for n, a in checked.items()
+                                             if n.startswith("stats_")})
     return {"init": meta["init"], "n_iter": meta["n_iter"], "params": params,
             "lower_bounds": list(meta["lower_bounds"]), "converged": meta["converged"], "n_empty": meta["n_empty"],
             "best": best, "stats": stats}

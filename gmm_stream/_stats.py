@@ -276,27 +276,27 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and ``(X0, O)``: rows centred on the shift (float64)
+    """Weighted log-probabilities (n, K) and ``(X0, obs)``: rows centred on the shift (float64)
     with 0 at missing entries, and the observed indicator (None when the rows are complete)."""
     n, d = Xc.shape
     X0 = Xc
-    O = None
+    obs = None
     if mask is not None:
         X0 = Xc.copy()
         np.putmask(X0, mask, 0)
-        O = (~mask).astype(np.float64)
+        obs = (~mask).astype(np.float64)
     c, p = prep.centers, prep.prec
     quad = (X0 * X0) @ p.T - 2.0 * (X0 @ (c * p).T)
-    if O is None:
+    if obs is None:
         quad += np.sum(c * c * p, axis=1)
         logdet = prep.logdet
         n_obs = d
     else:
-        quad += O @ (c * c * p).T
-        logdet = O @ prep.log_prec_chol.T
+        quad += obs @ (c * c * p).T
+        logdet = obs @ prep.log_prec_chol.T
         n_obs = (d - mask.sum(axis=1))[:, None]
     logp = prep.log_weights + logdet - 0.5 * (quad + n_obs * LOG_2PI)
-    return logp, (X0, O)
+    return logp, (X0, obs)
 
 
 _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_diag, "spherical": _log_prob_diag}
@@ -319,17 +319,18 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
-    X0, O = aux
+    X0, obs = aux
     c = prep.centers
     r_x = rw.T @ X0
     r_xx = rw.T @ (X0 * X0)
     n_k = rw.sum(axis=0)[:, None]
-    r_o = n_k if O is None else rw.T @ O
+    r_o = n_k if obs is None else rw.T @ obs
     acc["S1"] += r_x - c * r_o
     acc["S2"] += r_xx - 2.0 * c * r_x + c * c * r_o + prep.var * (n_k - r_o)
 
 
-_ACCUMULATE = {"full": _accumulate_full, "tied": _accumulate_full, "diag": _accumulate_diag, "spherical": _accumulate_diag}
+_ACCUMULATE = {"full": _accumulate_full, "tied": _accumulate_full,
+               "diag": _accumulate_diag, "spherical": _accumulate_diag}
 
 
 # ------------------------------------------------------------------------ block iteration

@@ -192,17 +192,17 @@ class _VerboseReport:
 
     def init_begin(self, init: int) -> None:
         if self.verbose >= 1:
-            print("Initialization %d" % init)
+            print(f"Initialization {init}")
             self._init_start = self._iter_start = time.time()
 
     def iteration(self, n_iter: int, change: float) -> None:
         if n_iter % self.interval != 0:
             return
         if self.verbose == 1:
-            print("  Iteration %d" % n_iter)
+            print(f"  Iteration {n_iter}")
         elif self.verbose >= 2:
             now = time.time()
-            print("  Iteration %d\t time lapse %.5fs\t ll change %.5f" % (n_iter, now - self._iter_start, change))
+            print(f"  Iteration {n_iter}\t time lapse {now - self._iter_start:.5f}s\t ll change {change:.5f}")
             self._iter_start = now
 
     def init_end(self, lower_bound: float, converged: bool) -> None:
@@ -447,7 +447,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         names = None
         if _is_dataarray(X):
             if X.ndim != 2:
-                raise InvalidInputError(f"X must be 2-D (samples, features), got an xarray.DataArray with dims {X.dims}")
+                raise InvalidInputError("X must be 2-D (samples, features), got an xarray.DataArray "
+                                        f"with dims {X.dims}")
             names = _dataarray_feature_names(X)
             X = X.data
         X = _check_dask(X) if isinstance(X, da.Array) else check_array(X, **_CHECK_ARRAY)

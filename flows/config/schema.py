@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -258,8 +258,8 @@ class PCAStep(_Model):
 Step = Annotated[
     Log1pStep | StandardizeStep | PCAStep,
     Field(discriminator="name"),
-    BeforeValidator(_step_from_name, json_schema_input_type=Union[
-        Literal["log1p", "standardize"], Log1pStep, StandardizeStep, PCAStep]),
+    BeforeValidator(_step_from_name, json_schema_input_type=(
+        Literal["log1p", "standardize"] | Log1pStep | StandardizeStep | PCAStep)),
 ]
 
 

@@ -53,6 +53,6 @@ def test_local_cluster_compute_starts_and_stops():
 
 def test_unreachable_scheduler_is_one_clear_error():
     address = f"tcp://127.0.0.1:{free_port()}"
-    with pytest.raises(ClusterConnectionError, match="cannot reach the Dask scheduler"):
-        with dask_compute(SchedulerCompute(kind="scheduler", address=address, timeout=1)):
-            pass
+    with (pytest.raises(ClusterConnectionError, match="cannot reach the Dask scheduler"),
+          dask_compute(SchedulerCompute(kind="scheduler", address=address, timeout=1))):
+        pass

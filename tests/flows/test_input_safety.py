@@ -84,7 +84,8 @@ def test_a_glob_input_protects_every_file_it_matches(tmp_path):
     for i, name in enumerate(["a", "b"]):
         write_parquet(pq_dir / f"{name}.parquet", X[i * 150:(i + 1) * 150], ids[i * 150:(i + 1) * 150])
     before = tree_digest(pq_dir)
-    job = _job(tmp_path, {"format": "parquet", "path": str(pq_dir / "*.parquet"), "selection": {"id_column": "sample_id"}},
+    job = _job(tmp_path,
+               {"format": "parquet", "path": str(pq_dir / "*.parquet"), "selection": {"id_column": "sample_id"}},
                {"directory": str(pq_dir), "sinks": [{"format": "parquet", "path": "a.parquet"}]})
     _refused(job, r"overlaps the input .*a\.parquet")
     assert tree_digest(pq_dir) == before

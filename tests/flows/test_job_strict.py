@@ -34,7 +34,7 @@ source:
 {model}output:
   directory: %s
   sinks:
-{sinks}{extra}""" % OUT
+{sinks}{extra}""" % OUT  # noqa: UP031 - the braces are str.format fields, filled by job()
 
 SINK = "    - {format: parquet, path: p.parquet}\n"
 
@@ -49,7 +49,7 @@ predict:
 {predict}output:
   directory: %s
   sinks:
-{sinks}""" % OUT
+{sinks}""" % OUT  # noqa: UP031 - the braces are str.format fields, filled by the tests
 
 GiB = 2**30
 

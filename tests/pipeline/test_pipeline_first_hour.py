@@ -320,9 +320,9 @@ def _parquet_with_truth(path: Path) -> None:
 def test_default_parquet_columns_are_logged_and_integer_ones_warned_about(tmp_path, caplog):
     path = tmp_path / "cells.parquet"
     _parquet_with_truth(path)
-    with caplog.at_level(logging.INFO, logger="pipeline.sources.parquet_source"):
-        with pytest.warns(IntegerColumnWarning) as record:
-            X = ParquetSource(path, id_column="cell_id").open()
+    with (caplog.at_level(logging.INFO, logger="pipeline.sources.parquet_source"),
+          pytest.warns(IntegerColumnWarning) as record):
+        X = ParquetSource(path, id_column="cell_id").open()
     assert list(X["feature"].values) == ["x0", "x1", "truth"]  # still the documented default
     message = str(record[0].message)
     assert "['truth']" in message and "columns=['x0', 'x1']" in message, message
