@@ -121,7 +121,7 @@ def score_values(results: Results, X: xr.DataArray | da.Array, *, max_points: in
         "loglik": da.nansum(logd),
         "n_rows": da.sum(~da.isnan(logd)),
         "plogp": da.nansum(plogp),
-        "sketches": logd.map_blocks(_sketch, dtype=np.float64, chunks=((2 * SKETCH_POINTS,) * logd.numblocks[0],)),
+        "sketches": da.map_blocks(_sketch, logd, dtype=np.float64, chunks=((2 * SKETCH_POINTS,) * logd.numblocks[0],)),
         "sample_X": data[idx],
         "sample_labels": results.labels[idx],
         "sample_index": idx,
