@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -382,6 +382,10 @@ def _checkpoint_names(meta: dict, found) -> list[str]:
     return names
 
 
+@overload
+def check_checkpoint_state(meta: Any, headers: None = None) -> None: ...
+@overload
+def check_checkpoint_state(meta: Any, headers: Headers) -> Layout: ...
 def check_checkpoint_state(meta: Any, headers: Headers | None = None) -> Layout | None:
     """Check a checkpoint's metadata and the names, shapes and dtypes of its arrays.
 

@@ -589,12 +589,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._with_inits(params, inits)
 
     def _with_inits(self, params: GaussianParams | None, inits: dict) -> GaussianParams:
-        """``params`` with the user's ``weights_init``, ``means_init``, ``precisions_init``."""
-        weights = inits["weights"] if inits["weights"] is not None else params.weights
-        means = inits["means"] if inits["means"] is not None else params.means
+        """``params`` with the user's ``weights_init``, ``means_init``, ``precisions_init``.
+
+        ``params`` is None when no sample was drawn: the user gave all three."""
+        weights, means = inits["weights"], inits["means"]
+        if params is not None:
+            weights = weights if weights is not None else params.weights
+            means = means if means is not None else params.means
         if inits["precisions"] is not None:
             chol = precision_cholesky_from_precisions(inits["precisions"], self.covariance_type)
             return GaussianParams(weights, means, chol, self.covariance_type)
+        assert params is not None
         return GaussianParams(weights, means, params.precisions_cholesky, self.covariance_type, params.covariances)
 
     def _em(self, X, w, state: EMState, callback, *, start_bound: float = -np.inf, report=None,
