@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test test-fast demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# the linters: ruff over the code and the tests, mypy over the two library packages
+lint: install
+	$(VENV)/bin/ruff check gmm_stream pipeline flows benchmarks tests
+	$(VENV)/bin/mypy
+
+# what CI runs (.ci/run): the linters, then every test
+test: lint
 	$(PY) -m pytest -q
+
+# while developing: the tests not marked slow
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 demo: install
 	$(VENV)/bin/gmm-stream demo

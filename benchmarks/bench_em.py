@@ -434,8 +434,10 @@ def print_header(args) -> None:
     print("gmm-stream EM benchmark")
     print(f"command   : {shlex.join([sys.executable] + sys.argv)}")
     print(f"date      : {datetime.datetime.now().isoformat(timespec='seconds')}")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     print(f"machine   : {platform.node()}, {cpu}, nproc={len(os.sched_getaffinity(0))}, "
           f"memory {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

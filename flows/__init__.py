@@ -3,7 +3,8 @@
 - :mod:`flows.config` -- the job schema (pydantic) and :func:`~flows.config.load_job`;
 - :mod:`flows.fit`, :mod:`flows.predict`, :mod:`flows.selection` -- the three flows;
 - :mod:`flows.tasks` -- their tasks; :mod:`flows.compute` -- where the Dask work runs;
-- :mod:`flows.labels` -- label continuity (math in :mod:`gmm_stream.matching`); :mod:`flows.report` -- artifacts, files and plots;
+- :mod:`flows.labels` -- label continuity (math in :mod:`gmm_stream.matching`);
+  :mod:`flows.report` -- artifacts, files and plots;
 - :mod:`flows.demo` -- the synthetic demo data; :mod:`flows.cli` -- the command line.
 
 Flows import :mod:`pipeline` and :mod:`gmm_stream`, never the reverse. Importing

@@ -42,9 +42,9 @@ import traceback
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -85,7 +85,7 @@ app = typer.Typer(
 )
 
 JobArg = Annotated[Path, typer.Argument(help="The YAML job file.", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a key of the job: KEY.PATH=VALUE (VALUE read as YAML); repeatable.",
     show_default=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of a failure.")]
@@ -240,7 +240,8 @@ class _LocalServer:
     def start(self) -> None:
         """Start the server process (returns at once: see :meth:`wait_ready`)."""
         if self.log is None:
-            self.log = tempfile.TemporaryFile(prefix="gmm-stream-prefect-server-")
+            # kept open for the server's lifetime, closed by stop()
+            self.log = tempfile.TemporaryFile(prefix="gmm-stream-prefect-server-")  # noqa: SIM115
         with socket.socket() as sock:  # a free port (taken again in the meantime: retried)
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -334,10 +335,8 @@ class _LocalServer:
         close), or SIGKILL while it is still starting (it would finish starting first)."""
         proc = self.proc
         if proc is not None and proc.returncode is None and hasattr(os, "killpg"):
-            try:
+            with suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM if self.ready else signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server (see :meth:`terminate`), close its output, forget its URL."""
@@ -655,7 +654,7 @@ def _check_inputs(spec: Job, out: Console) -> None:
 
 @app.command()
 def schema(
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
     """Print the JSON Schema of job files (for editors that validate YAML)."""
     text = json.dumps(job_json_schema(), indent=2) + "\n"
@@ -683,7 +682,7 @@ def _env(name: str, value: str | None) -> Iterator[None]:
 
 @app.command()
 def demo(
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: ./demo-output].",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory [default: ./demo-output].",
                                                    show_default=False)] = None,
     debug: DebugOpt = False, verbose: VerboseOpt = False, progress: ProgressOpt = True,
 ) -> None:
@@ -708,9 +707,9 @@ def demo(
 def serve(
     job: JobArg,
     cron: Annotated[str, typer.Option("--cron", help='Schedule, e.g. "0 2 * * *" (every night at 02:00).')],
-    name: Annotated[Optional[str], typer.Option("--name", help="Deployment name [default: the job's name].",
+    name: Annotated[str | None, typer.Option("--name", help="Deployment name [default: the job's name].",
                                                 show_default=False)] = None,
-    timezone: Annotated[Optional[str], typer.Option("--timezone", help="Time zone of the schedule, e.g. Europe/Paris.",
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of the schedule, e.g. Europe/Paris.",
                                                     show_default=False)] = None,
     set_: SetOpt = None, debug: DebugOpt = False, verbose: VerboseOpt = False,
 ) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 from flows.config import Job, SyntheticConfig
 from flows.exceptions import JobNotFoundError
 
-__all__ = ["SyntheticData", "make_synthetic", "as_counts_like", "ensure_synthetic", "write_zarr", "write_parquet", "demo_job_path"]
+__all__ = ["SyntheticData", "make_synthetic", "as_counts_like", "ensure_synthetic", "write_zarr", "write_parquet",
+           "demo_job_path"]
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flows.config import Job
+from flows.exceptions import ModelNotFoundError
 from pipeline._paths import input_paths, is_url
 from pipeline.atomic import overlaps, real_path
 from pipeline.exceptions import InputOverlapError, SourceNotFoundError
 from pipeline.output_set import OutputSet
-
-from flows.config import Job
-from flows.exceptions import ModelNotFoundError
 
 __all__ = ["preflight", "job_inputs", "output_set", "output_entries"]
 

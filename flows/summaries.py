@@ -10,15 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from gmm_stream import GaussianMixture
-from gmm_stream.matching import LabelMatching
-from pipeline.preprocess import Preprocessor
-
 from flows.compute import ComputeInfo
 from flows.config import Job
 from flows.exceptions import ConfigError
 from flows.report import RunReport, components_table
 from flows.tasks import CandidateResult, FitResult, Scores
+from gmm_stream import GaussianMixture
+from gmm_stream.matching import LabelMatching
+from pipeline.preprocess import Preprocessor
 
 __all__ = ["require_flow", "model_report", "mean_space", "read_umap_sample", "selection_rows", "run_summary"]
 

@@ -28,8 +28,16 @@ import xarray as xr
 from prefect import task
 from prefect.cache_policies import NONE
 
+from flows import progress
+from flows.config import Job, ModelConfig
+from flows.demo import ensure_synthetic
+from flows.exceptions import ModelNotFoundError
+from flows.labels import label_components
+from flows.preflight import output_set
+from flows.report import RunReport, publish_artifacts, write_report
 from gmm_stream import EMState, GaussianMixture
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
+from gmm_stream.matching import LabelMatching
 from pipeline import (
     Dataset,
     Preprocessor,
@@ -46,7 +54,6 @@ from pipeline import (
     scores_from,
     write_results,
 )
-from gmm_stream.matching import LabelMatching
 from pipeline.atomic import disk_full
 from pipeline.checkpoints import matching_checkpoint, write_fingerprint
 from pipeline.labels import label_overlap, read_labels
@@ -54,14 +61,6 @@ from pipeline.model_directory import SavedModel, read_model_directory, training_
 from pipeline.output_set import OutputSet, Run
 from pipeline.provenance import canonical_json
 from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
-
-from flows import progress
-from flows.config import Job, ModelConfig
-from flows.demo import ensure_synthetic
-from flows.exceptions import ModelNotFoundError
-from flows.labels import label_components
-from flows.preflight import output_set
-from flows.report import RunReport, publish_artifacts, write_report
 
 __all__ = [
     "Candidate",

@@ -113,5 +113,5 @@ def map_rows(X: da.Array, func, params: GaussianParams, n_columns: int | None, d
     """
     p = dask.delayed(params, traverse=False)
     if n_columns is None:
-        return X.map_blocks(func, p, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
-    return X.map_blocks(func, p, chunks=(X.chunks[0], (n_columns,)), dtype=dtype, meta=np.empty((0, 0), dtype))
+        return da.map_blocks(func, X, p, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
+    return da.map_blocks(func, X, p, chunks=(X.chunks[0], (n_columns,)), dtype=dtype, meta=np.empty((0, 0), dtype))

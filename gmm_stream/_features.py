@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import InvalidInputError
@@ -10,16 +10,16 @@ from .exceptions import InvalidInputError
 __all__ = ["check_features"]
 
 
-def check_features(n_features: int, names: Sequence[Any] | None, *, expected: int,
-                   expected_names: Sequence[Any] | None, owner: str,
+def check_features(n_features: int, names: Iterable[Any] | None, *, expected: int,
+                   expected_names: Iterable[Any] | None, owner: str,
                    error: type[Exception] = InvalidInputError) -> None:
     """Raise ``error`` unless the data have ``expected`` features, named as in fit.
 
     Parameters
     ----------
-    n_features, names : int, sequence or None
+    n_features, names : int, iterable or None
         The data's number of features and their names (None: the data carry no names).
-    expected, expected_names : int, sequence or None
+    expected, expected_names : int, iterable or None
         What the fitted object saw in fit (``n_features_in_``, ``feature_names_in_``).
     owner : str
         The fitted object, for the message (e.g. ``"GaussianMixture"``).

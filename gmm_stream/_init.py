@@ -64,6 +64,7 @@ def draw_sample(X, max_rows: int, random_state: np.random.RandomState, sample_we
             w = np.ones(max_rows)
         X = X[idx]
     elif positive is not None:
+        assert w is not None  # rows are only dropped for their weight
         X, w = X[positive], w[positive]
     if isinstance(X, da.Array):
         X = X.compute()

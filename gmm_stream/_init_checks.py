@@ -111,12 +111,12 @@ def check_weights_init(value: Any, n_components: int, covariance_type: str) -> n
     if np.any(arr < 0.0) or np.any(arr > 1.0):
         raise InvalidParameterError(
             "The parameter 'weights' should be in the range [0, 1], but got "
-            "max value %.5f, min value %.5f" % (np.min(arr), np.max(arr))  # scikit-learn's wording, as is
+            f"max value {np.min(arr):.5f}, min value {np.max(arr):.5f}"  # scikit-learn's wording, as is
         )
     atol = 1e-6 if arr.dtype == np.float32 else 1e-8  # scikit-learn's tolerance
     if not abs(1.0 - float(np.sum(arr))) <= atol:
         raise InvalidParameterError(
-            "The parameter 'weights' should be normalized, but got sum(weights) = %.5f" % np.sum(arr)
+            f"The parameter 'weights' should be normalized, but got sum(weights) = {np.sum(arr):.5f}"
         )
     return arr.astype(np.float64)
 

@@ -20,6 +20,7 @@ spherical   (K,)               (K,)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,10 @@ def check_covariance_type(covariance_type: str) -> str:
     return covariance_type
 
 
-def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
-    """Shape of ``covariances`` (and of ``precisions``) for a covariance type."""
+def covariance_shape(covariance_type: str, n_components: int, n_features: int | None) -> tuple:
+    """Shape of ``covariances`` (and of ``precisions``) for a covariance type.
+
+    ``n_features`` None (not known) stands in the feature axes, for arrays not given."""
     return {
         "full": (n_components, n_features, n_features),
         "tied": (n_features, n_features),
@@ -118,7 +121,7 @@ def _chol_of_precision_matrix(prec: np.ndarray) -> np.ndarray:
         raise InvalidParameterError("precisions_init: every precision matrix must be positive definite") from None
 
 
-_PRECISION_TO_CHOL = {
+_PRECISION_TO_CHOL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "full": lambda p: np.stack([_chol_of_precision_matrix(m) for m in p]),
     "tied": _chol_of_precision_matrix,
     "diag": np.sqrt,
@@ -224,10 +227,12 @@ class GaussianParams:
     def astype(self, dtype) -> GaussianParams:
         """The same parameters with every array in ``dtype`` (float32 for a float32 fit)."""
         dtype = np.dtype(dtype)
+        assert self.covariances is not None  # set by __post_init__
         if all(a.dtype == dtype for a in (self.weights, self.means, self.precisions_cholesky, self.covariances)):
             return self
-        return GaussianParams(*(np.asarray(a).astype(dtype) for a in (self.weights, self.means, self.precisions_cholesky)),
-                              self.covariance_type, np.asarray(self.covariances).astype(dtype))
+        return GaussianParams(np.asarray(self.weights).astype(dtype), np.asarray(self.means).astype(dtype),
+                              np.asarray(self.precisions_cholesky).astype(dtype), self.covariance_type,
+                              np.asarray(self.covariances).astype(dtype))
 
     def permute(self, order) -> GaussianParams:
         """The same mixture with its components in ``order`` (``order[j]`` becomes component ``j``).
@@ -239,6 +244,7 @@ class GaussianParams:
         if sorted(order.tolist()) != list(range(self.n_components)):
             raise InvalidParameterError(f"order {order.tolist()} is not a permutation of 0..{self.n_components - 1}")
         tied = self.covariance_type == "tied"
+        assert self.covariances is not None  # set by __post_init__
         return GaussianParams(
             self.weights[order],
             self.means[order],

@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -382,6 +382,10 @@ def _checkpoint_names(meta: dict, found) -> list[str]:
     return names
 
 
+@overload
+def check_checkpoint_state(meta: Any, headers: None = None) -> None: ...
+@overload
+def check_checkpoint_state(meta: Any, headers: Headers) -> Layout: ...
 def check_checkpoint_state(meta: Any, headers: Headers | None = None) -> Layout | None:
     """Check a checkpoint's metadata and the names, shapes and dtypes of its arrays.
 
@@ -436,7 +440,8 @@ def checkpoint_from_state(meta: Any, arrays: Mapping[str, Any]) -> dict[str, Any
     if "stats_N" in checked:
         for name in ("stats_N", "stats_n_rows", "stats_n_empty", "stats_feature_counts"):
             v.check_nonnegative(src, name, checked[name])
-        stats = SufficientStats.from_arrays({n[len("stats_"):]: a for n, a in checked.items() if n.startswith("stats_")})
+        stats = SufficientStats.from_arrays({n[len("stats_"):]: a for n, a in checked.items()
+                                             if n.startswith("stats_")})
     return {"init": meta["init"], "n_iter": meta["n_iter"], "params": params,
             "lower_bounds": list(meta["lower_bounds"]), "converged": meta["converged"], "n_empty": meta["n_empty"],
             "best": best, "stats": stats}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -126,8 +127,8 @@ class SufficientStats:
             raw2 = self.S2 + outer + outer.transpose(0, 2, 1) + n[:, None, None] * np.einsum("ki,kj->kij", mu, mu)
         return raw1, raw2
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The statistics as a dict of arrays (the ``stats_*`` arrays of a checkpoint's state)."""
+    def to_arrays(self) -> dict[str, np.ndarray | np.generic]:
+        """The statistics as a dict of arrays and NumPy scalars (the ``stats_*`` arrays of a checkpoint's state)."""
         return {
             "N": self.N, "S1": self.S1, "S2": self.S2, "center": self.center,
             "loglik": np.float64(self.loglik), "n_rows": np.float64(self.n_rows),
@@ -226,10 +227,11 @@ class _Workspace(threading.local):
 
     def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
         size = int(np.prod(shape))
-        buf = self.__dict__.get((name, np.dtype(dtype)))
+        buffers: dict[Any, np.ndarray] = self.__dict__  # this thread's, by (name, dtype)
+        buf = buffers.get((name, np.dtype(dtype)))
         if buf is None or buf.size < size:
             buf = np.empty(size, dtype)
-            self.__dict__[(name, np.dtype(dtype))] = buf
+            buffers[(name, np.dtype(dtype))] = buf
         return buf[:size].reshape(shape)
 
 
@@ -259,6 +261,7 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
     np.subtract(Xc[None], prep.centers[:, None, :], out=Z)
     if mask is not None:
         np.copyto(Z, 0, where=mask[None])
+    assert prep.chol is not None  # prepared for full/tied
     np.matmul(Z, prep.chol, out=Y)
     quad = np.einsum("knd,knd->kn", Y, Y).astype(np.float64, copy=False)
     const = prep.log_weights + prep.logdet
@@ -276,27 +279,28 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and ``(X0, O)``: rows centred on the shift (float64)
+    """Weighted log-probabilities (n, K) and ``(X0, obs)``: rows centred on the shift (float64)
     with 0 at missing entries, and the observed indicator (None when the rows are complete)."""
     n, d = Xc.shape
     X0 = Xc
-    O = None
+    obs = None
     if mask is not None:
         X0 = Xc.copy()
         np.putmask(X0, mask, 0)
-        O = (~mask).astype(np.float64)
+        obs = (~mask).astype(np.float64)
     c, p = prep.centers, prep.prec
+    assert p is not None and prep.log_prec_chol is not None  # prepared for diag/spherical
     quad = (X0 * X0) @ p.T - 2.0 * (X0 @ (c * p).T)
-    if O is None:
+    if obs is None:
         quad += np.sum(c * c * p, axis=1)
         logdet = prep.logdet
         n_obs = d
     else:
-        quad += O @ (c * c * p).T
-        logdet = O @ prep.log_prec_chol.T
+        quad += obs @ (c * c * p).T
+        logdet = obs @ prep.log_prec_chol.T
         n_obs = (d - mask.sum(axis=1))[:, None]
     logp = prep.log_weights + logdet - 0.5 * (quad + n_obs * LOG_2PI)
-    return logp, (X0, O)
+    return logp, (X0, obs)
 
 
 _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_diag, "spherical": _log_prob_diag}
@@ -319,17 +323,18 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
-    X0, O = aux
+    X0, obs = aux
     c = prep.centers
     r_x = rw.T @ X0
     r_xx = rw.T @ (X0 * X0)
     n_k = rw.sum(axis=0)[:, None]
-    r_o = n_k if O is None else rw.T @ O
+    r_o = n_k if obs is None else rw.T @ obs
     acc["S1"] += r_x - c * r_o
     acc["S2"] += r_xx - 2.0 * c * r_x + c * c * r_o + prep.var * (n_k - r_o)
 
 
-_ACCUMULATE = {"full": _accumulate_full, "tied": _accumulate_full, "diag": _accumulate_diag, "spherical": _accumulate_diag}
+_ACCUMULATE = {"full": _accumulate_full, "tied": _accumulate_full,
+               "diag": _accumulate_diag, "spherical": _accumulate_diag}
 
 
 # ------------------------------------------------------------------------ block iteration
@@ -395,6 +400,7 @@ def _iter_parts(X: np.ndarray, step: int):
 
 def _finite_parameters(prep: _Prepared) -> bool:
     factors = prep.chol if prep.chol is not None else prep.prec
+    assert factors is not None  # one of them, by the covariance type
     return all(np.all(np.isfinite(a)) for a in (prep.centers, factors, prep.logdet))
 
 
@@ -595,7 +601,8 @@ _MOMENTS = (("N", "the responsibility masses"), ("S1", "the first moments"), ("S
 
 def _overflow(quantity: str, a: np.ndarray) -> NumericalOverflowError:
     """The error for ``a`` (K, …, d) that is not finite although it comes from finite data."""
-    features = np.flatnonzero((~np.isfinite(a)).reshape(-1, a.shape[-1]).any(axis=0)) if a.ndim >= 2 else []
+    features: np.ndarray | list[int] = (np.flatnonzero((~np.isfinite(a)).reshape(-1, a.shape[-1]).any(axis=0))
+                                        if a.ndim >= 2 else [])
     shown = f" of feature(s) {list(map(int, features))}" if len(features) else ""
     return NumericalOverflowError(f"EM: {quantity}{shown} overflowed to inf; scale the input data",
                                   step="EM", quantity=quantity, features=features)
@@ -656,6 +663,7 @@ def m_step(
         )
         means[empty] = stats.center[empty]
         if previous is not None and covariance_type != "tied":
+            assert previous.covariances is not None  # set by GaussianParams.__post_init__
             cov[empty] = previous.covariances[empty]
     weights = nk / nk.sum()
     return GaussianParams.from_covariances(weights, means, cov, covariance_type)

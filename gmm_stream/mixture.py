@@ -5,23 +5,24 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeAlias, overload
 
 import dask.array as da
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _criteria, _dask, _state
-from ._features import check_features
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
+from ._features import check_features
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._init_checks import check_init_array, check_precisions_init, check_weights_init
 from ._params import (
@@ -50,6 +51,18 @@ MAX_PARAMETERS_PER_ROW = 0.1
 _ARRAY_API_INIT_PARAMS = ["random", "random_from_data"]
 
 __all__ = ["EMResult", "EMState", "GaussianMixture"]
+
+#: Data the estimator reads: an array-like NumPy reads (a list, a pandas frame, an
+#: xarray.DataArray over NumPy or Dask), a Dask array, or, under scikit-learn's
+#: ``array_api_dispatch``, an array of an array-API namespace.
+Data: TypeAlias = "ArrayLike | da.Array"
+#: What inference gives back for :data:`Data`: NumPy for data in memory, a lazy Dask array
+#: for data over Dask, or under ``array_api_dispatch`` an array of the data's namespace
+#: (``Any``: that library's type).
+Result: TypeAlias = "np.ndarray | da.Array | Any"
+#: A fitted array: NumPy, or an array of the training data's namespace under
+#: ``array_api_dispatch`` (``Any``: that library's type).
+FittedArray: TypeAlias = "np.ndarray | Any"
 
 
 # ----------------------------------------------------------------------------- EM state
@@ -192,17 +205,17 @@ class _VerboseReport:
 
     def init_begin(self, init: int) -> None:
         if self.verbose >= 1:
-            print("Initialization %d" % init)
+            print(f"Initialization {init}")
             self._init_start = self._iter_start = time.time()
 
     def iteration(self, n_iter: int, change: float) -> None:
         if n_iter % self.interval != 0:
             return
         if self.verbose == 1:
-            print("  Iteration %d" % n_iter)
+            print(f"  Iteration {n_iter}")
         elif self.verbose >= 2:
             now = time.time()
-            print("  Iteration %d\t time lapse %.5fs\t ll change %.5f" % (n_iter, now - self._iter_start, change))
+            print(f"  Iteration {n_iter}\t time lapse {now - self._iter_start:.5f}s\t ll change {change:.5f}")
             self._iter_start = now
 
     def init_end(self, lower_bound: float, converged: bool) -> None:
@@ -360,7 +373,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "init_max_samples": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.array_api_support = self.init_params in _ARRAY_API_INIT_PARAMS and not self.warm_start
@@ -424,7 +437,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _check_precisions_init(self, shape: tuple):
         return check_precisions_init(self.precisions_init, shape, self.n_components, self.covariance_type)
 
-    def _validate_X(self, X, *, reset: bool):
+    def _validate_X(self, X, *, reset: bool) -> np.ndarray | da.Array:
         """The data as a NumPy or Dask array of float32/float64; sets or checks the features.
 
         ``reset=True`` (``fit``) also requires two rows, as scikit-learn does.
@@ -447,7 +460,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         names = None
         if _is_dataarray(X):
             if X.ndim != 2:
-                raise InvalidInputError(f"X must be 2-D (samples, features), got an xarray.DataArray with dims {X.dims}")
+                raise InvalidInputError("X must be 2-D (samples, features), got an xarray.DataArray "
+                                        f"with dims {X.dims}")
             names = _dataarray_feature_names(X)
             X = X.data
         X = _check_dask(X) if isinstance(X, da.Array) else check_array(X, **_CHECK_ARRAY)
@@ -489,7 +503,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -------------------------------------------------------------------------------- fit
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume_from=None):
+    def fit(self, X: Data, y: object = None, sample_weight: ArrayLike | da.Array | None = None, *,
+            callback: Callable[[EMState], object] | None = None,
+            resume_from: EMState | None = None) -> GaussianMixture:
         """Estimate the model parameters with EM.
 
         Parameters
@@ -552,6 +568,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             # as scikit-learn: the best lower bound wins; with max_iter=0 (no bound) the last init
             if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
+        assert best is not None  # n_init >= 1
         self._set_fitted(best, X.dtype, namespace)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -588,12 +605,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._with_inits(params, inits)
 
     def _with_inits(self, params: GaussianParams | None, inits: dict) -> GaussianParams:
-        """``params`` with the user's ``weights_init``, ``means_init``, ``precisions_init``."""
-        weights = inits["weights"] if inits["weights"] is not None else params.weights
-        means = inits["means"] if inits["means"] is not None else params.means
+        """``params`` with the user's ``weights_init``, ``means_init``, ``precisions_init``.
+
+        ``params`` is None when no sample was drawn: the user gave all three."""
+        weights, means = inits["weights"], inits["means"]
+        if params is not None:
+            weights = weights if weights is not None else params.weights
+            means = means if means is not None else params.means
         if inits["precisions"] is not None:
             chol = precision_cholesky_from_precisions(inits["precisions"], self.covariance_type)
             return GaussianParams(weights, means, chol, self.covariance_type)
+        assert params is not None
         return GaussianParams(weights, means, params.precisions_cholesky, self.covariance_type, params.covariances)
 
     def _em(self, X, w, state: EMState, callback, *, start_bound: float = -np.inf, report=None,
@@ -695,33 +717,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------- fitted attributes
 
     @property
-    def weights_(self):
+    def weights_(self) -> FittedArray:
         return self._out(self._fitted().weights)
 
     @property
-    def means_(self):
+    def means_(self) -> FittedArray:
         return self._out(self._fitted().means)
 
     @property
-    def covariances_(self):
+    def covariances_(self) -> FittedArray:
         return self._out(self._fitted().covariances)
 
     @property
-    def precisions_cholesky_(self):
+    def precisions_cholesky_(self) -> FittedArray:
         return self._out(self._fitted().precisions_cholesky)
 
     @property
-    def precisions_(self):
+    def precisions_(self) -> FittedArray:
         return self._out(self._fitted().precisions)
 
     @property
-    def lower_bounds_(self):
+    def lower_bounds_(self) -> FittedArray:
         if "_lower_bounds" not in self.__dict__:
             self._missing("lower_bounds_")
         return self._out(np.asarray(self.__dict__["_lower_bounds"], dtype=np.float64))
 
     @lower_bounds_.setter
-    def lower_bounds_(self, value) -> None:
+    def lower_bounds_(self, value: ArrayLike) -> None:
         self.__dict__["_lower_bounds"] = tuple(float(v) for v in np.asarray(value, dtype=np.float64))
 
     def _missing(self, name: str):
@@ -732,7 +754,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as a :class:`GaussianParams` (NumPy arrays)."""
         return self._fitted()
 
-    def permuted(self, order) -> GaussianMixture:
+    def permuted(self, order: ArrayLike) -> GaussianMixture:
         """A copy of the fitted model with its components renumbered: ``order[j]`` becomes component ``j``.
 
         The copy is the same mixture (the same densities and scores); only the labels
@@ -765,7 +787,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         new._params = params
         return new
 
-    def permute_components(self, order):
+    def permute_components(self, order: ArrayLike) -> GaussianMixture:
         """Renumber the fitted components in place: ``order[j]`` becomes component ``j``.
 
         .. deprecated::
@@ -839,7 +861,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         out = _block_as(X, self._params, func, dtype)
         return out if namespace is None else namespace.asarray(out)
 
-    def score_samples(self, X):
+    @overload
+    def score_samples(self, X: np.ndarray) -> np.ndarray: ...
+    @overload
+    def score_samples(self, X: da.Array) -> da.Array: ...
+    @overload
+    def score_samples(self, X: Data) -> Result: ...
+    def score_samples(self, X: Data) -> Result:
         """Log-density of each row (of its observed entries).
 
         Returns
@@ -850,7 +878,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._apply(X, _block_score_samples, None, method="score_samples")
 
-    def predict_proba(self, X):
+    @overload
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    @overload
+    def predict_proba(self, X: da.Array) -> da.Array: ...
+    @overload
+    def predict_proba(self, X: Data) -> Result: ...
+    def predict_proba(self, X: Data) -> Result:
         """Posterior probability of each component for each row.
 
         Returns
@@ -859,7 +893,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._apply(X, _block_proba, self.n_components, method="predict_proba")
 
-    def predict(self, X):
+    @overload
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+    @overload
+    def predict(self, X: da.Array) -> da.Array: ...
+    @overload
+    def predict(self, X: Data) -> Result: ...
+    def predict(self, X: Data) -> Result:
         """Most probable component of each row (-1 for rows with no observed value).
 
         Returns
@@ -868,7 +908,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._apply(X, _block_predict, None, np.int64, method="predict")
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    @overload
+    def fit_predict(self, X: np.ndarray, y: object = None,
+                    sample_weight: ArrayLike | da.Array | None = None) -> np.ndarray: ...
+    @overload
+    def fit_predict(self, X: da.Array, y: object = None,
+                    sample_weight: ArrayLike | da.Array | None = None) -> da.Array: ...
+    @overload
+    def fit_predict(self, X: Data, y: object = None, sample_weight: ArrayLike | da.Array | None = None) -> Result: ...
+    def fit_predict(self, X: Data, y: object = None, sample_weight: ArrayLike | da.Array | None = None) -> Result:
         """``fit(X)`` then ``predict(X)``."""
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
@@ -886,16 +934,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         s = s if usable.all() else s[usable]
         return float(np.mean(s)), int(s.shape[0])
 
-    def score(self, X, y=None):
+    def score(self, X: Data, y: object = None) -> float:
         """Mean log-likelihood of the usable rows of ``X``."""
         return self._score_parts(X)[0]
 
-    def bic(self, X):
+    def bic(self, X: Data) -> float:
         """Bayesian information criterion on ``X`` (usable rows only)."""
         mean, count = self._score_parts(X)
         return _criteria.bic(mean * count, count, self._params.n_parameters())
 
-    def aic(self, X):
+    def aic(self, X: Data) -> float:
         """Akaike information criterion on ``X`` (usable rows only)."""
         mean, count = self._score_parts(X)
         return _criteria.aic(mean * count, self._params.n_parameters())
@@ -903,7 +951,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _n_parameters(self) -> int:
         return self._fitted().n_parameters()
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[FittedArray, FittedArray]:
         """Draw samples from the fitted model.
 
         Returns
@@ -921,6 +969,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, p.weights.astype(np.float64))
         cov = p.covariances
+        assert cov is not None  # set by GaussianParams
         if self.covariance_type == "full":
             X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(p.means, cov, counts)])
         elif self.covariance_type == "tied":

@@ -20,8 +20,8 @@ It knows files, formats and preprocessing, and nothing of orchestration: it impo
 
 from __future__ import annotations
 
-from pipeline.dataset import Dataset
 from pipeline.checkpoints import load_state, save_state
+from pipeline.dataset import Dataset
 from pipeline.exceptions import DiskFullError, InputOverlapError, OutputExistsError
 from pipeline.model_files import load_model, save_model
 from pipeline.preprocess import PCA, Log1p, Preprocessor, Standardize
@@ -29,7 +29,15 @@ from pipeline.provenance import make_provenance
 from pipeline.results import Results, model_params, predict_results
 from pipeline.scoring import Scores, score_values, scores_from
 from pipeline.sinks import AnnDataSink, ParquetSink, Sink, ZarrSink, make_sink, write_results
-from pipeline.sources import AnnDataSource, IntegerColumnWarning, ParquetSource, Source, ZarrSource, make_source, open_source
+from pipeline.sources import (
+    AnnDataSource,
+    IntegerColumnWarning,
+    ParquetSource,
+    Source,
+    ZarrSource,
+    make_source,
+    open_source,
+)
 
 __all__ = [
     "Source",

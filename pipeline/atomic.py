@@ -33,7 +33,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -192,6 +192,7 @@ def fsync_tree(path: str | os.PathLike[str]) -> None:
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+_renameat2: Callable[..., int] | None
 try:
     _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
 except (OSError, AttributeError):  # not Linux/glibc: two renames
@@ -240,11 +241,12 @@ def _commit(tmp: Path, target: Path, overwrite: bool) -> None:
 def disk_full(err: BaseException) -> bool:
     """Whether ``err`` (or an error it was raised from) says the disk or the quota is full."""
     seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
             return True
-        err = err.__cause__ or err.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 

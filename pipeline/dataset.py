@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import xarray as xr
@@ -53,4 +53,4 @@ class Dataset:
 
     def with_preprocessor(self, preprocessor: Preprocessor) -> Dataset:
         """The same data, seen through the fitted ``preprocessor``."""
-        return replace(self, preprocessor=preprocessor, model_input=None)
+        return type(self)(self.source, self.data, self.identity, preprocessor)  # model_input: computed again

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import dask
 import numpy as np
 import pandas as pd
 
 from gmm_stream.matching import contingency
-
 from pipeline.results import Results
 
 __all__ = ["read_labels", "label_overlap"]
@@ -29,7 +28,8 @@ def read_labels(path: str | os.PathLike[str], kind: str, id_column: str = "sampl
 
         group = zarr.open_group(str(path), mode="r")
         name = "label" if "label" in group else "labels"  # outputs of earlier versions
-        return pd.Series(np.asarray(group[name][:]), index=np.asarray(group["sample"][:]).astype(str))
+        labels, ids = cast(zarr.Array, group[name]), cast(zarr.Array, group["sample"])
+        return pd.Series(np.asarray(labels[:]), index=np.asarray(ids[:]).astype(str))
     return None
 
 

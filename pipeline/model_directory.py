@@ -20,7 +20,6 @@ from typing import Any
 
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
-
 from pipeline import formats, model_files
 from pipeline.atomic import atomic_output
 from pipeline.preprocess import Preprocessor

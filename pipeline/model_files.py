@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
@@ -51,6 +51,16 @@ __all__ = ["save_model", "load_model", "SavedFile", "read_json", "read_stamped",
            "write_directory", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Stateful(Protocol[T_co]):
+    """A class that checks and rebuilds its objects from plain values (:class:`~gmm_stream.GaussianMixture`,
+    :class:`~gmm_stream.EMState`)."""
+
+    def check_state(self, meta: Any, headers: v.Headers | None = None) -> None: ...
+
+    def from_state(self, meta: Any, arrays: Mapping[str, Any]) -> T_co: ...
 
 #: a JSON file of a saved directory larger than this is refused before it is parsed
 MAX_JSON_BYTES = 16 * 2**20
@@ -344,12 +354,12 @@ def naming_files(files: Mapping[str, SavedFile]) -> Iterator[None]:
         yield
     except ModelFormatError as err:
         src = files.get(err.part) if err.part is not None else None
-        if src is None:
+        if src is None or err.reason is None:  # reason is set together with part
             raise
         raise src.fail(err.field or "", err.reason) from None
 
 
-def load_state_files(cls: type[T], meta: dict[str, Any], files: Mapping[str, SavedFile]) -> T:
+def load_state_files(cls: Stateful[T], meta: dict[str, Any], files: Mapping[str, SavedFile]) -> T:
     """``cls.from_state`` of ``meta`` and the arrays of ``files["arrays"]``: the metadata
     checked first, the array headers before their data, every error naming its file."""
     with naming_files(files):

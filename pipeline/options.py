@@ -30,7 +30,7 @@ __all__ = ["Options", "NonEmptyStr"]
 #: A name that may not be empty (an array, a column, a key).
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
-O = TypeVar("O", bound="Options")
+OptionsT = TypeVar("OptionsT", bound="Options")
 
 
 class Options(BaseModel):
@@ -43,7 +43,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @classmethod
-    def checked(cls: type[O], what: str, error: type[Exception], /, **options: Any) -> O:
+    def checked(cls: type[OptionsT], what: str, error: type[Exception], /, **options: Any) -> OptionsT:
         """``options`` validated, or ``error`` naming ``what`` and every problem.
 
         E.g. ``error("zarr source '/d.zarr': variable: give either array or variable, not both")``.

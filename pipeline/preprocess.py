@@ -46,7 +46,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import dask
 import dask.array as da
@@ -58,7 +58,6 @@ from gmm_stream import check_features, one_blas_thread_per_dask_thread
 from gmm_stream.exceptions import NumericalOverflowError
 from pipeline import model_files
 from pipeline.atomic import atomic_output, check_not_input, fsync_tree, remove_path
-from pipeline.formats import json_text, stamp
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -66,6 +65,7 @@ from pipeline.exceptions import (
     PreprocessingFormatError,
     PreprocessingNotFoundError,
 )
+from pipeline.formats import json_text, stamp
 
 __all__ = ["Step", "Log1p", "Standardize", "PCA", "Preprocessor", "make_step", "STEPS", "STEP_ORDER"]
 
@@ -207,7 +207,7 @@ class _PairMoments:
         d = self.comoment.shape[0]
         if self.complete:
             return np.full((d, d), self.count), np.broadcast_to(self.mean[:, None], (d, d))
-        return self.count, self.mean
+        return np.asarray(self.count), self.mean  # (d, d) already
 
     def __add__(self, other: _PairMoments) -> _PairMoments:
         if self.complete and other.complete:
@@ -329,6 +329,8 @@ class Step(abc.ABC):
 
     name: ClassVar[str]
     _fitted_arrays: ClassVar[tuple[str, ...]] = ()
+    #: the names of the input features, told by Preprocessor.fit (for overflow messages); unset before
+    _feature_names: list[str] | None
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-able)."""
@@ -387,7 +389,7 @@ class Log1p(Step):
         return self
 
     def transform(self, X: da.Array) -> da.Array:
-        return X.map_blocks(_log1p_block, dtype=X.dtype)
+        return da.map_blocks(_log1p_block, X, dtype=X.dtype)
 
 
 def _standardize_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray,
@@ -455,7 +457,7 @@ class Standardize(Step):
         mean, scale = self.mean_.astype(X.dtype), self.scale_.astype(X.dtype)
         names = getattr(self, "_feature_names", None)
         names = None if names is None else tuple(names)
-        return X.map_blocks(_standardize_block, mean, scale, dtype=X.dtype, names=names)
+        return da.map_blocks(_standardize_block, X, mean, scale, dtype=X.dtype, names=names)
 
 
 def _warn_constant(constant: np.ndarray, empty: np.ndarray) -> None:
@@ -630,7 +632,7 @@ class PCA(Step):
     def transform(self, X: da.Array) -> da.Array:
         self._check_fitted()
         out_chunks = (X.chunks[0], (self.n_components,))
-        return X.map_blocks(_project_block, self.mean_, self.components_, dtype=X.dtype, chunks=out_chunks)
+        return da.map_blocks(_project_block, X, self.mean_, self.components_, dtype=X.dtype, chunks=out_chunks)
 
 
 #: Registry of steps, and the one order in which they run.
@@ -739,8 +741,8 @@ class Preprocessor:
         steps = {step.name: step for step in self.steps}
         if "log1p" in steps:
             data = steps["log1p"].transform(data)
-        standardize = steps.get("standardize")
-        pca = steps.get("pca")
+        standardize = cast("Standardize | None", steps.get("standardize"))
+        pca = cast("PCA | None", steps.get("pca"))
         if pca is not None:
             pca._check_size(data.shape)
         if pca is not None and data.shape[1] <= GRAM_MAX_FEATURES:
@@ -888,7 +890,9 @@ class Preprocessor:
         if target_json.exists() and not overwrite:
             raise OutputExistsError(f"{target_json} exists; pass overwrite=True to replace it")
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{i}.{s.name}.{k}": v for i, s in enumerate(self.steps) for k, v in s.get_arrays().items()}
+        # Any: savez's stubs type **kwds together with its allow_pickle keyword
+        arrays: dict[str, Any] = {f"{i}.{s.name}.{k}": v for i, s in enumerate(self.steps)
+                                  for k, v in s.get_arrays().items()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         data = buffer.getvalue()
@@ -976,7 +980,7 @@ _STEP_PARAMS: dict[str, dict[str, check.Checker]] = {
 }
 
 
-def _check_step(src: model_files.SavedFile, field: str, value: Any) -> None:
+def _check_step(src: check.Reporter, field: str, value: Any) -> None:
     """One step spec: a known ``name`` and exactly that step's parameters."""
     if not isinstance(value, dict) or "name" not in value:
         check.check_object(src, field, value, {"name": check.string()})
@@ -984,14 +988,14 @@ def _check_step(src: model_files.SavedFile, field: str, value: Any) -> None:
     check.check_object(src, field, value, {"name": check.string(), **_STEP_PARAMS[value["name"]]})
 
 
-def _arrays_file(src: model_files.SavedFile, field: str, value: Any) -> None:
+def _arrays_file(src: check.Reporter, field: str, value: Any) -> None:
     """The name of an arrays file beside ``preprocessing.json`` (never a path elsewhere)."""
     check.string()(src, field, value)
     if not _ARRAYS_FILE.match(value):
         raise src.fail(field, f"must be a file name like 'preprocessing-0123456789abcdef.npz', got {value!r}")
 
 
-def _sha256(src: model_files.SavedFile, field: str, value: Any) -> None:
+def _sha256(src: check.Reporter, field: str, value: Any) -> None:
     check.string()(src, field, value)
     if not _SHA256.match(value):
         raise src.fail(field, f"must be a SHA-256 digest (64 lowercase hexadecimal digits), got {value!r}")
@@ -1018,7 +1022,7 @@ def _read_header(directory: Path) -> dict[str, Any]:
         )
     src = model_files.SavedFile(directory, JSON_NAME, _WHAT, PreprocessingFormatError)
     header, version = model_files.read_stamped(src, "preprocessing", _STAMP_KEYS)
-    check.check_object(src, "", header, _HEADER_KEYS[version])
+    check.check_object(src, "", header, _HEADER_KEYS[int(version)])  # an integer format
     check.check_feature_names(src, header)
     return {"arrays_file": LEGACY_NPZ_NAME, "arrays_sha256": None, **header}
 

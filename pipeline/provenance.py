@@ -20,7 +20,7 @@ __all__ = ["ENCODING_TYPE", "ENCODING_VERSION", "canonical_json", "gmm_stream_ve
 #: Encoding type and version stamped on every result written by :mod:`pipeline.sinks`
 #: (the ``result`` entry of :data:`pipeline.formats.FORMATS`).
 ENCODING_TYPE: str = FORMATS["result"].name
-ENCODING_VERSION: str = FORMATS["result"].version
+ENCODING_VERSION: str = str(FORMATS["result"].version)  # a semver string
 
 
 def canonical_json(obj: Any) -> str:

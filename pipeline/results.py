@@ -11,8 +11,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from gmm_stream import GaussianParams, posterior
-from gmm_stream import check_features
+from gmm_stream import GaussianParams, check_features, posterior
 from pipeline._chunks import row_chunks
 from pipeline.exceptions import SinkError
 
@@ -51,7 +50,7 @@ def _int64_labels(labels: da.Array) -> da.Array:
     if kind in "iu":
         return labels.astype(np.int64)
     if kind == "f":
-        return labels.map_blocks(_float_labels_block, dtype=np.int64, meta=np.empty((0,), np.int64))
+        return da.map_blocks(_float_labels_block, labels, dtype=np.int64, meta=np.empty((0,), np.int64))
     raise SinkError(f"labels must be integers (component indices), got dtype {labels.dtype}")
 
 
@@ -193,8 +192,8 @@ def predict_results(model: Any, X: xr.DataArray | da.Array | np.ndarray, *,
         data = data.rechunk({1: -1})
     params = _model_params(model)
     k = int(params.weights.shape[0])
-    packed = data.map_blocks(_predict_block, dask.delayed(params, traverse=False), dtype=np.float64,
-                             chunks=(data.chunks[0], (k + 2,)), meta=np.empty((0, 0)))
+    packed = da.map_blocks(_predict_block, data, dask.delayed(params, traverse=False), dtype=np.float64,
+                           chunks=(data.chunks[0], (k + 2,)), meta=np.empty((0, 0)))
     return Results(labels=packed[:, k + 1], proba=packed[:, :k], logdens=packed[:, k],
                    sample_ids=None if ids is None else _lazy(ids, data.chunks[0]),
                    anomaly_threshold=anomaly_threshold)

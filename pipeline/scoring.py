@@ -18,7 +18,6 @@ import numpy as np
 import xarray as xr
 
 from gmm_stream import criteria
-
 from pipeline.results import Results
 
 __all__ = ["QUANTILE_LEVELS", "Scores", "score_values", "scores_from", "merge_quantiles", "quantile_at",
@@ -122,7 +121,7 @@ def score_values(results: Results, X: xr.DataArray | da.Array, *, max_points: in
         "loglik": da.nansum(logd),
         "n_rows": da.sum(~da.isnan(logd)),
         "plogp": da.nansum(plogp),
-        "sketches": logd.map_blocks(_sketch, dtype=np.float64, chunks=((2 * SKETCH_POINTS,) * logd.numblocks[0],)),
+        "sketches": da.map_blocks(_sketch, logd, dtype=np.float64, chunks=((2 * SKETCH_POINTS,) * logd.numblocks[0],)),
         "sample_X": data[idx],
         "sample_labels": results.labels[idx],
         "sample_index": idx,
@@ -142,7 +141,8 @@ def scores_from(values: dict[str, Any], n_parameters: int, threshold: float | No
         bic=criteria.bic(loglik, n_rows, n_parameters), aic=criteria.aic(loglik, n_parameters),
         icl=criteria.icl(loglik, n_rows, n_parameters, entropy), entropy=entropy,
         sizes=[int(c) for c in counts[1:]],
-        quantile_levels=QUANTILE_LEVELS.tolist(), quantiles=merge_quantiles(values["sketches"], QUANTILE_LEVELS).tolist(),
+        quantile_levels=QUANTILE_LEVELS.tolist(),
+        quantiles=merge_quantiles(values["sketches"], QUANTILE_LEVELS).tolist(),
         sample_X=np.asarray(values["sample_X"]), sample_labels=np.asarray(values["sample_labels"]),
         n_anomalies=None if "n_anomalies" not in values else int(values["n_anomalies"]), threshold=threshold,
         sample_index=np.asarray(values["sample_index"]),

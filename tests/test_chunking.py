@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmm_stream import GaussianMixture, GaussianParams, chunk_statistics
+
 from gmm_testing import COVARIANCE_TYPES, add_missing, assert_allclose_scaled, init_kwargs, make_mixture, random_params
 
 D, K = 3, 2

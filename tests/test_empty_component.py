@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
-
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import EmptyComponentWarning
+
+pytestmark = pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])

@@ -11,6 +11,7 @@ import xarray as xr
 
 from gmm_stream import COVARIANCE_TYPES, INIT_PARAMS, GaussianMixture, check_initial_parameters
 from gmm_stream.exceptions import InvalidInputError, InvalidParameterError
+
 from gmm_testing import init_kwargs, make_mixture, random_params
 
 # Short fits (max_iter=2..10) on purpose; their ConvergenceWarning is not under test here.

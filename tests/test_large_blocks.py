@@ -18,11 +18,11 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-import reference
-from gmm_stream import GaussianMixture, GaussianParams, chunk_statistics, m_step
-from gmm_stream import _dask
+from gmm_stream import GaussianMixture, GaussianParams, _dask, chunk_statistics, m_step
 from gmm_stream._dask import NUMPY_CHUNK_ROWS
 from gmm_stream._stats import block_rows
+
+import reference
 from gmm_testing import COVARIANCE_TYPES, assert_allclose_scaled, init_kwargs, make_mixture, random_params
 
 REG_COVAR = 1e-6
@@ -93,7 +93,8 @@ def pattern_em_step(X, weights, means, covariances, covariance_type, sample_weig
 
 
 def assert_statistics_equal(stats, expected, covariance_type, rtol):
-    take = (lambda s2: np.diagonal(s2, axis1=1, axis2=2)) if covariance_type in ("diag", "spherical") else (lambda s2: s2)
+    diagonal = covariance_type in ("diag", "spherical")
+    take = (lambda s2: np.diagonal(s2, axis1=1, axis2=2)) if diagonal else (lambda s2: s2)
     np.testing.assert_allclose(stats.N, expected["N"], rtol=rtol)
     assert_allclose_scaled(stats.S1, expected["S1"], rtol=rtol)
     assert_allclose_scaled(stats.S2, take(expected["S2"]), rtol=rtol)

@@ -32,6 +32,7 @@ from gmm_stream.matching import (
     match_by_overlap,
     match_to_reference,
 )
+
 from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture, random_params
 from reference import full_covariances as reference_full_covariances
 
@@ -93,7 +94,7 @@ def test_bhattacharyya_is_minus_the_log_of_the_integrated_coefficient():
     for i, j in itertools.product(range(3), range(2)):
         p = norm(new.means[i, 0], np.sqrt(new.covariances[i, 0]))
         q = norm(ref.means[j, 0], np.sqrt(ref.covariances[j]))
-        coefficient, _ = integrate.quad(lambda x: np.sqrt(p.pdf(x) * q.pdf(x)), -np.inf, np.inf, epsabs=1e-13)
+        coefficient, _ = integrate.quad(lambda x, p=p, q=q: np.sqrt(p.pdf(x) * q.pdf(x)), -np.inf, np.inf, epsabs=1e-13)
         np.testing.assert_allclose(computed[i, j], -np.log(coefficient), rtol=1e-8, atol=1e-12)
 
 
@@ -129,7 +130,8 @@ def test_matching_is_the_cheapest_of_every_assignment(k_new, k_ref, distance):
     matching = match_to_reference(new, ref, distance, reference_name="yesterday")
     assert matching.reference == "yesterday" and matching.distance == distance
     assert sorted(matching.order) == list(range(k_new))
-    pairs = {(i, p["reference_label"]) for i, p in zip(matching.order, matching.pairs) if p["reference_label"] is not None}
+    pairs = {(i, p["reference_label"]) for i, p in zip(matching.order, matching.pairs)
+             if p["reference_label"] is not None}
     assert pairs == best_pairs
     np.testing.assert_allclose(matching.total_cost, best_cost, rtol=1e-10)
     matched = [p["reference_label"] for p in matching.pairs if p["reference_label"] is not None]
@@ -139,7 +141,7 @@ def test_matching_is_the_cheapest_of_every_assignment(k_new, k_ref, distance):
         unmatched = matching.order[k_ref:]
         assert unmatched == [i for i in canonical_order(new).tolist() if i in unmatched]
     assert ("no counterpart" in matching.note) == (k_new > k_ref)
-    assert ("renumbered 0..%d" % (k_new - 1) in matching.note) == (k_new < k_ref)
+    assert (f"renumbered 0..{k_new - 1}" in matching.note) == (k_new < k_ref)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -193,7 +195,8 @@ def test_overlap_matching_keeps_the_most_rows_of_every_assignment(k_ref):
     assert counts.sum() == 5000
     best_negative, best_pairs = brute_best_assignment(-counts.astype(np.float64))
     matching = match_by_overlap(make_params(4, 2, "full"), counts, reference_name="previous")
-    pairs = {(i, p["reference_label"]) for i, p in zip(matching.order, matching.pairs) if p["reference_label"] is not None}
+    pairs = {(i, p["reference_label"]) for i, p in zip(matching.order, matching.pairs)
+             if p["reference_label"] is not None}
     kept = sum(counts[i, j] for i, j in pairs)
     assert kept == -best_negative and pairs == best_pairs
     np.testing.assert_allclose(matching.total_cost, kept / 5000)

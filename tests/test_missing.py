@@ -9,8 +9,9 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
-import reference
 from gmm_stream import GaussianMixture, GaussianParams, chunk_statistics, estimate_weighted_log_prob, m_step
+
+import reference
 from gmm_testing import (
     COVARIANCE_TYPES,
     add_missing,
@@ -71,7 +72,8 @@ def test_chunk_statistics_match_reference(X_missing, covariance_type, weighted):
     stats = chunk_statistics(
         X_missing, GaussianParams.from_covariances(*params, covariance_type), sample_weight=sw
     )
-    centred = reference.sufficient_statistics(X_missing, *params, covariance_type, sample_weight=sw, center=stats.center)
+    centred = reference.sufficient_statistics(X_missing, *params, covariance_type, sample_weight=sw,
+                                              center=stats.center)
     raw = reference.sufficient_statistics(X_missing, *params, covariance_type, sample_weight=sw)
     diag = covariance_type in ("diag", "spherical")
     take = (lambda s2: np.diagonal(s2, axis1=1, axis2=2)) if diag else (lambda s2: s2)
@@ -157,7 +159,8 @@ def test_lower_bound_never_decreases_with_missing_values(covariance_type):
     assert np.all(np.isfinite(lb))
     drops = np.diff(lb)
     allowed = -1e-10 * np.abs(lb[:-1])
-    assert np.all(drops >= allowed), f"lower bound decreased: {drops[drops < allowed]} at {np.flatnonzero(drops < allowed)}"
+    assert np.all(drops >= allowed), \
+        f"lower bound decreased: {drops[drops < allowed]} at {np.flatnonzero(drops < allowed)}"
     assert lb[-1] > lb[0]
 
 

@@ -20,10 +20,11 @@ import pytest
 
 from gmm_stream import GaussianMixture, _state
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
-from gmm_testing import COVARIANCE_TYPES, make_mixture
 from pipeline import load_model, load_state, model_files, save_model, save_state
 from pipeline.exceptions import PreprocessingFormatError, PreprocessingNotFoundError
 from pipeline.preprocess import PCA, STEPS, Preprocessor, Standardize
+
+from gmm_testing import COVARIANCE_TYPES, make_mixture
 
 K, D = 3, 2
 

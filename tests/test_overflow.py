@@ -11,9 +11,10 @@ import xarray as xr
 
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import GMMStreamError, InvalidInputError, NumericalOverflowError
-from gmm_testing import COVARIANCE_TYPES
 from pipeline.exceptions import PreprocessingError
 from pipeline.preprocess import Preprocessor
+
+from gmm_testing import COVARIANCE_TYPES
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # numpy's own overflow warnings

@@ -10,8 +10,9 @@ import pytest
 
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
-from gmm_testing import add_missing, make_mixture
 from pipeline import load_state, save_state
+
+from gmm_testing import add_missing, make_mixture
 
 
 class Interrupted(Exception):

@@ -19,8 +19,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import gmm_stream
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
-from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture
 from pipeline import OutputExistsError, load_model, save_model
+
+from gmm_testing import COVARIANCE_TYPES, add_missing, make_mixture
 
 
 # Every check passes, check_sample_weight_equivalence_on_dense_data included: the seeded

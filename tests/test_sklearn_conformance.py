@@ -182,8 +182,10 @@ def _two_blobs(seed=0, n=150):
 
 
 def _explicit_init(covariance_type):
-    precisions = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}
-    return dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [3.0, 3.0]], precisions_init=precisions[covariance_type])
+    precisions = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)),
+                  "spherical": np.ones(2)}
+    return dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [3.0, 3.0]],
+                precisions_init=precisions[covariance_type])
 
 
 def _quiet_fit(model, X, **kw):
@@ -340,7 +342,8 @@ def test_precisions_cholesky_is_sklearns_factor_after_max_iter_0(covariance_type
     rng = np.random.default_rng(5)
     A = rng.standard_normal((2, 2, 2))
     full = A @ A.transpose(0, 2, 1) + np.eye(2)
-    precisions = {"full": full, "tied": full[0], "diag": np.array([[1.0, 2.0], [3.0, 0.5]]), "spherical": np.array([2.0, 0.3])}
+    precisions = {"full": full, "tied": full[0], "diag": np.array([[1.0, 2.0], [3.0, 0.5]]),
+                  "spherical": np.array([2.0, 0.3])}
     kw = dict(covariance_type=covariance_type, max_iter=0, weights_init=np.array([0.4, 0.6]),
               means_init=np.array([[0.0, 0.0], [4.0, 3.0]]), precisions_init=precisions[covariance_type])
     sk = SkGaussianMixture(2, **kw)
@@ -575,7 +578,7 @@ def test_over_parameterised_fit_warns_with_the_numbers():
         _quiet_fit_but(OverParameterizedWarning, GaussianMixture(4, random_state=0), X)
     message = str(record[0].message)
     assert "fewer components" in message and "covariance_type" in message and "fewer features" in message
-    assert 83 > MAX_PARAMETERS_PER_ROW * 200
+    assert MAX_PARAMETERS_PER_ROW * 200 < 83
 
 
 def test_over_parameterised_warning_counts_usable_rows_and_dask_input():

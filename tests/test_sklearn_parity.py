@@ -20,6 +20,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 from gmm_stream import GaussianMixture
+
 from gmm_testing import COVARIANCE_TYPES, assert_allclose_scaled, kmeans_init, make_mixture
 
 RTOL = 1e-6

@@ -13,6 +13,7 @@ from sklearn.exceptions import NotFittedError
 
 from gmm_stream import EMResult, EMState, GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
+
 from gmm_testing import COVARIANCE_TYPES, make_mixture
 
 K, D = 3, 2

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.exceptions import OptionsError
 
+
 class _Keyed(ValueError):
     """Problems found by a model validator, each with its key path below the model."""
 

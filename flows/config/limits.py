@@ -8,7 +8,7 @@ byte sizes against its physical memory (read when the job is validated).
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
@@ -63,7 +63,7 @@ def _memory_size(value: Any) -> Any:
     return _byte_size(value, allow_zero=True)
 
 
-_SizeValue = Union[Annotated[int, Field(strict=True)], Annotated[str, Field(strict=True)]]
+_SizeValue = Annotated[int, Field(strict=True)] | Annotated[str, Field(strict=True)]
 ByteSize = Annotated[_SizeValue, AfterValidator(_byte_size)]
 #: A byte size, ``'auto'``, or 0 (Dask's "no limit").
 MemoryLimit = Annotated[_SizeValue, AfterValidator(_memory_size)]

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -28,13 +28,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from gmm_stream import COVARIANCE_TYPES, INIT_PARAMS, check_initial_parameters
-from gmm_stream.exceptions import InvalidParameterError
-from pipeline.preprocess import STEP_ORDER
-from pipeline.sinks import SINKS, AnnDataSinkOptions, ParquetSinkOptions, ZarrSinkOptions
-from pipeline.sinks.anndata_sink import KeyAdded
-from pipeline.sources import AnnDataSourceOptions, ParquetSourceOptions, ZarrSourceOptions
 
 from flows.config.errors import _Keyed, _non_finite, _not_finite
 from flows.config.limits import (
@@ -59,6 +52,12 @@ from flows.config.limits import (
     _physical_memory,
 )
 from flows.config.paths import InputPath, OutputPath, _input_path, _relative_to, _resolve, expand_env
+from gmm_stream import COVARIANCE_TYPES, INIT_PARAMS, check_initial_parameters
+from gmm_stream.exceptions import InvalidParameterError
+from pipeline.preprocess import STEP_ORDER
+from pipeline.sinks import SINKS, AnnDataSinkOptions, ParquetSinkOptions, ZarrSinkOptions
+from pipeline.sinks.anndata_sink import KeyAdded
+from pipeline.sources import AnnDataSourceOptions, ParquetSourceOptions, ZarrSourceOptions
 
 __all__ = [
     "Job", "SyntheticConfig", "ZarrSelection", "ParquetSelection", "AnnDataSelection", "ZarrSource",
@@ -230,7 +229,7 @@ class AnnDataSource(_SourceBase):
         return None
 
 
-SourceConfig = Annotated[Union[ZarrSource, ParquetSource, AnnDataSource], Field(discriminator="format")]
+SourceConfig = Annotated[ZarrSource | ParquetSource | AnnDataSource, Field(discriminator="format")]
 
 
 # ----------------------------------------------------------------------- preprocessing
@@ -257,10 +256,10 @@ class PCAStep(_Model):
 
 
 Step = Annotated[
-    Union[Log1pStep, StandardizeStep, PCAStep],
+    Log1pStep | StandardizeStep | PCAStep,
     Field(discriminator="name"),
-    BeforeValidator(_step_from_name, json_schema_input_type=Union[
-        Literal["log1p", "standardize"], Log1pStep, StandardizeStep, PCAStep]),
+    BeforeValidator(_step_from_name, json_schema_input_type=(
+        Literal["log1p", "standardize"] | Log1pStep | StandardizeStep | PCAStep)),
 ]
 
 
@@ -452,7 +451,7 @@ class AnnDataSinkConfig(_SinkBase):
         return {"input_path": job.source.path, "key_added": job.output.key_added}
 
 
-SinkConfig = Annotated[Union[ZarrSinkConfig, ParquetSinkConfig, AnnDataSinkConfig], Field(discriminator="format")]
+SinkConfig = Annotated[ZarrSinkConfig | ParquetSinkConfig | AnnDataSinkConfig, Field(discriminator="format")]
 
 
 class OutputConfig(_Model):
@@ -526,7 +525,7 @@ class SchedulerCompute(_Model):
     timeout: float = Field(30.0, gt=0, le=MAX_TIMEOUT, description="Seconds to wait for the connection (<= 3600).")
 
 
-ComputeConfig = Annotated[Union[ThreadsCompute, LocalClusterCompute, SchedulerCompute], Field(discriminator="kind")]
+ComputeConfig = Annotated[ThreadsCompute | LocalClusterCompute | SchedulerCompute, Field(discriminator="kind")]
 
 
 class CheckpointConfig(_Model):

@@ -3,8 +3,7 @@ atomic writes come from :mod:`pipeline.atomic`."""
 
 from __future__ import annotations
 
-from pipeline.atomic import atomic_output, remove_path
-
 from pipeline._executor import private_threads
+from pipeline.atomic import atomic_output, remove_path
 
 __all__ = ["atomic_output", "remove_path", "private_threads"]

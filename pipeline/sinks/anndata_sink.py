@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias, cast
 
 import anndata
 import dask.array as da
@@ -40,7 +40,12 @@ KeyAdded = Annotated[str, Field(pattern=r"^[^/]+$")]
 
 logger = logging.getLogger(__name__)
 
-Group = h5py.Group | zarr.Group
+Group: TypeAlias = h5py.Group | zarr.Group
+
+
+def _group(parent: Group, key: str) -> Group:
+    """``parent[key]``, a group in the AnnData layout (``obs``, ``obsm``, ``uns``, or one below them)."""
+    return cast(Group, parent[key])
 
 
 def _codes_dtype(n_components: int) -> np.dtype[Any]:
@@ -197,7 +202,7 @@ class AnnDataSink(Sink):
             with h5py.File(tmp, "r+") as root:
                 targets = self._prepare(root, results)
                 for (_, _, name), target in zip(self._arrays(results), targets, strict=True):
-                    source = stage[name.replace("/", "__")]
+                    source = cast(zarr.Array, stage[name.replace("/", "__")])
                     step = max(source.chunks[0], 1)
                     for start in range(0, source.shape[0], step):
                         target[start:start + step] = source[start:start + step]
@@ -229,8 +234,8 @@ class AnnDataSink(Sink):
     def _prepare(self, root: Group, results: Results) -> list[Any]:
         """Remove elements of the same names and create the empty per-cell arrays."""
         key = self.key_added
-        obs = root["obs"]
-        obsm = root["obsm"] if "obsm" in root else _new_dict_group(root, "obsm")
+        obs = _group(root, "obs")
+        obsm = _group(root, "obsm") if "obsm" in root else _new_dict_group(root, "obsm")
         for group, name in [(obs, c) for c in (key, f"{key}_logdens", f"{key}_anomaly")] + [(obsm, f"{key}_proba")]:
             _delete(group, name)
         self._categorical_group(obs, key, results.n_components)
@@ -238,18 +243,20 @@ class AnnDataSink(Sink):
         targets = []
         for array, group, name in self._arrays(results):
             parent, _, leaf = name.rpartition("/")
-            where = groups[group][parent] if parent else groups[group]
+            where = _group(groups[group], parent) if parent else groups[group]
             targets.append(_empty_array(where, leaf, array))
         return targets
 
     def _complete(self, root: Group, stamp: dict[str, Any], params: dict[str, Any]) -> None:
         """Column order and ``uns[key]``, once the per-cell arrays are written."""
         key = self.key_added
-        obs = root["obs"]
+        obs = _group(root, "obs")
         added = [c for c in (key, f"{key}_logdens", f"{key}_anomaly") if c in obs]
         order = [c for c in _column_order(obs) if c not in added] + added
-        obs.attrs["column-order"] = np.asarray(order, dtype=object) if isinstance(root, h5py.Group) else order
-        uns = root["uns"] if "uns" in root else _new_dict_group(root, "uns")
+        # HDF5 stores the strings as an object array, Zarr as a JSON list
+        column_order: Any = np.asarray(order, dtype=object) if isinstance(root, h5py.Group) else order
+        obs.attrs["column-order"] = column_order
+        uns = _group(root, "uns") if "uns" in root else _new_dict_group(root, "uns")
         _delete(uns, key)
         write_elem(uns, key, _to_uns(self._uns_entry(stamp, params)))
 
@@ -311,7 +318,7 @@ class AnnDataSink(Sink):
 
     def _check_rows(self, root: Group, results: Results) -> Any:
         """The number of cells now; a lazy "ids equal obs_names", computed with the writes."""
-        obs = root["obs"]
+        obs = _group(root, "obs")
         index = read_elem_lazy(obs[str(obs.attrs["_index"])], chunks=(results.labels.chunks[0][0] or 1,))
         self._check_count(index.shape[0], results)
         return self._same_ids(index, results)
@@ -327,8 +334,8 @@ class AnnDataSink(Sink):
     def _same_ids(index: da.Array, results: Results) -> Any:
         if results.sample_ids is None or results.n_samples == 0:
             return True
-        ids = results.sample_ids.map_blocks(str_block, dtype=object)
-        return da.all(ids == index.rechunk(ids.chunks).map_blocks(str_block, dtype=object))
+        ids = da.map_blocks(str_block, results.sample_ids, dtype=object)
+        return da.all(ids == da.map_blocks(str_block, index.rechunk(ids.chunks), dtype=object))
 
     def _raise_if_ids_differ(self, same: bool) -> None:
         if not same:
@@ -362,7 +369,7 @@ def _empty_array(group: Group, name: str, array: da.Array) -> Any:
 
 
 def _column_order(obs: Group) -> list[str]:
-    order = obs.attrs.get("column-order", [])
+    order: Any = obs.attrs.get("column-order", [])  # a list (Zarr) or an array (HDF5)
     return [str(c) for c in np.asarray(order).tolist()] if len(order) else []
 
 

@@ -151,8 +151,8 @@ class Sink(abc.ABC):
               context: WriteContext) -> Plan:
         """Create the containers in ``tmp`` (which does not exist yet); return the chunk writes."""
 
-    def _finish(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],
-                values: list[Any]) -> None:
+    def _finish(self, tmp: Path, results: Results, stamp: dict[str, Any], params: dict[str, Any],  # noqa: B027
+                values: list[Any]) -> None:  # (an optional hook: a no-op unless a sink overrides it)
         """After every chunk is written (``values``: the plan's values, computed)."""
 
     def _check_not_input(self, provenance: Mapping[str, Any]) -> None:

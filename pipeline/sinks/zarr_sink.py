@@ -31,7 +31,7 @@ def _ids_for_zarr(ids: da.Array) -> da.Array:
     """Numeric ids as they are; anything else as Python strings."""
     if ids.dtype.kind in "iuf":
         return ids
-    return ids.map_blocks(str_block, dtype=object)
+    return da.map_blocks(str_block, ids, dtype=object)
 
 
 def store_rows(targets: list[Any], start: int, stop: int, *blocks: np.ndarray, lock: Any = None) -> int:

@@ -233,7 +233,7 @@ def _stored_keys(array: zarr.Array) -> set[str]:
     prefix = f"{path}/" if path else ""
     if isinstance(store, LocalStore):  # os.walk (scandir) beats zarr's rglob + stat per file
         root = os.path.join(str(store.root), path)
-        keys = set()
+        keys: set[str] = set()
         for directory, _dirs, files in os.walk(root):
             rel = os.path.relpath(directory, root).replace(os.sep, "/")
             keys.update(name if rel == "." else f"{rel}/{name}" for name in files)

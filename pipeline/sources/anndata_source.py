@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import anndata
 import dask.array as da
@@ -33,6 +33,7 @@ from pipeline.exceptions import (
     SourceFormatError,
     SparseMatrixError,
 )
+from pipeline.options import NonEmptyStr, Options
 from pipeline.sources._damage import (
     RESTORE,
     CheckingStore,
@@ -48,14 +49,13 @@ from pipeline.sources._damage import (
     missing_key_error,
     open_store,
 )
-from pipeline.options import NonEmptyStr, Options
 from pipeline.sources.base import Source, as_names
 
 __all__ = ["AnnDataSource", "AnnDataSourceOptions", "anndata_format", "is_legacy_h5ad"]
 
 logger = logging.getLogger(__name__)
 
-Group = h5py.Group | zarr.Group
+Group: TypeAlias = h5py.Group | zarr.Group
 
 #: Old-format .h5ad files already reported in this process.
 _LEGACY_NOTED: set[str] = set()
@@ -413,7 +413,7 @@ class AnnDataSource(Source):
 
     def _obs_ids(self, root: Group, chunks: tuple[int, ...]) -> da.Array:
         """The obs names, lazy: from the obs index array, or the first field of an old compound ``obs``."""
-        obs = root["obs"]
+        obs: Any = root["obs"]  # a group, or (HDF5) an old compound dataset
         if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a compound dataset, the index its first field
             fields = obs.dtype.names
             if not fields or obs.shape != (sum(chunks),):
@@ -449,7 +449,7 @@ class AnnDataSource(Source):
 
     def _element(self, root: Group) -> Any:
         parent, _, key = self.element.rpartition("/")
-        holder = root[parent] if parent and parent in root else (root if not parent else None)
+        holder: Any = root[parent] if parent and parent in root else (root if not parent else None)
         if isinstance(holder, h5py.Dataset):  # anndata < 0.7: obsm is a compound dataset, one field per key
             fields = list(holder.dtype.names or [])
             if key in fields:
@@ -512,7 +512,7 @@ class AnnDataSource(Source):
             )
 
     def _var_names(self, root: Group) -> np.ndarray:
-        var = root["var"]
+        var: Any = root["var"]  # a group, or (HDF5) an old compound dataset
         if isinstance(var, h5py.Dataset) and var.dtype.names:  # anndata < 0.7: the first field is the index
             with self._reading("the var names"):
                 return as_names(_decode_names(np.asarray(var.fields(var.dtype.names[0])[()])))
@@ -588,5 +588,5 @@ class AnnDataSource(Source):
         chunks = (row_chunks(n_rows, self._rows(n_rows, n_features, dtype)), (n_features,))
         data = da.from_array(value, chunks=chunks, asarray=False)  # named by a hash of the values
         if sp.issparse(value):
-            data = data.map_blocks(_densify, dtype=value.dtype, meta=np.empty((0, 0), value.dtype))
+            data = da.map_blocks(_densify, data, dtype=value.dtype, meta=np.empty((0, 0), value.dtype))
         return data.astype(dtype) if data.dtype != dtype else data

@@ -32,8 +32,8 @@ from pipeline.exceptions import (
     SourceFormatError,
     SourceNotFoundError,
 )
-from pipeline.sources._damage import RESTORE, describe_error, is_damage
 from pipeline.options import NonEmptyStr, Options
+from pipeline.sources._damage import RESTORE, describe_error, is_damage
 from pipeline.sources.base import Source
 
 __all__ = ["ParquetSource", "ParquetSourceOptions", "IntegerColumnWarning"]

@@ -39,7 +39,7 @@ def _join(*parts: str | None) -> str:
 
 def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
     """Dimension names of a v3 array, or xarray's ``_ARRAY_DIMENSIONS`` of a v2 array."""
-    names = getattr(array.metadata, "dimension_names", None)
+    names: Any = getattr(array.metadata, "dimension_names", None)
     if names is None:
         names = array.attrs.get("_ARRAY_DIMENSIONS")
     if names is None or any(n is None for n in names):

@@ -15,9 +15,8 @@ import sys
 import threading
 import time
 
-import psutil
-
 import distributed  # noqa: F401 - imported before the baseline, as the flow imports it
+import psutil
 import pyarrow.parquet  # noqa: F401
 import zarr  # noqa: F401
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,9 +69,10 @@ def free_port() -> int:
 
 def start(args: list[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None):
     """Start a process in its own process group (so that stop() ends it and its children)."""
-    out = open(log, "wb") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=cwd)
+    # the child has its own copy of the log's descriptor: this process closes its one at once
+    with open(log, "wb") if log is not None else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=cwd)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:

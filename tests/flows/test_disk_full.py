@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from flows.fit import fit_flow
-from flows_testing import small_data, write_job, write_parquet
 from pipeline import load_model
 from pipeline.exceptions import DiskFullError
+
+from flows_testing import small_data, write_job, write_parquet
 
 
 def _mount_tmpfs(path: Path, size_kib: int) -> bool:

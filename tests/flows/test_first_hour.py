@@ -8,8 +8,9 @@ import xarray as xr
 from flows.config import load_job
 from flows.demo import ensure_synthetic
 from flows.tasks import SELECT_N_INIT, Candidate, fit_em, open_dataset
-from flows_testing import CONFIGS
 from pipeline import Preprocessor
+
+from flows_testing import CONFIGS
 
 
 def test_the_documented_synthetic_override_of_parquet_yaml_runs_through_log1p(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from gmm_stream.exceptions import InvalidParameterError
 from pipeline import preprocess
 from pipeline.sinks import SINKS, make_sink
 from pipeline.sources import SOURCES
+
 from flows_testing import CONFIGS
 
 EXAMPLES = sorted(CONFIGS.glob("*.yaml"))
@@ -120,7 +121,8 @@ BAD = [
     ("precisions_init features", _with("model", {"n_components": 1, "means_init": [[0, 0]],
                                                  "precisions_init": [[[1.0]]]}), "model.precisions_init",
      "should have the shape of (1, 2, 2), but got (1, 1, 1)"),
-    ("precisions_init not positive definite", _with("model.precisions_init", [[[1.0, 2.0], [2.0, 1.0]] for _ in range(3)]),
+    ("precisions_init not positive definite",
+     _with("model.precisions_init", [[[1.0, 2.0], [2.0, 1.0]] for _ in range(3)]),
      "model.precisions_init", "'full precision' should be symmetric, positive-definite"),
     ("negative random_state", _with("model.random_state", -1), "model.random_state", "must be >= 0"),
     ("source format", _with("source.format", "csv"), "source.format", "must be one of"),
@@ -159,7 +161,8 @@ BAD = [
      "output.sinks.0.zarr_format", "must be one of 2 or 3, got an integer 4"),
     ("anndata sink, parquet source", _with("output.sinks", [{"format": "anndata", "path": "x.h5ad"}]),
      "output.sinks.0.format", "needs an anndata source"),
-    ("duplicate sink paths", _with("output.sinks", [{"format": "parquet", "path": "a"}, {"format": "zarr", "path": "a"}]),
+    ("duplicate sink paths",
+     _with("output.sinks", [{"format": "parquet", "path": "a"}, {"format": "zarr", "path": "a"}]),
      "output.sinks.1.path", "same path"),
     ("output directory missing", _with("output.directory", DELETE), "output.directory", "required key is missing"),
     ("overwrite not a bool", _with("output.overwrite", "yes"), "output.overwrite", "must be true or false"),
@@ -185,7 +188,8 @@ BAD = [
     ("predict without model path", {**_with("flow", "predict"), "model": None, "predict": {}}, "predict.model",
      "required key is missing"),
     ("anomaly quantile", {**_with("flow", "predict"), "model": None, "preprocessing": [],
-                          "predict": {"model": "m", "anomaly_quantile": 1.5}}, "predict.anomaly_quantile", "must be < 1"),
+                          "predict": {"model": "m", "anomaly_quantile": 1.5}},
+     "predict.anomaly_quantile", "must be < 1"),
     ("bad job name", _with("name", "my job"), "name", "must match"),
     ("model not a mapping", _with("model", [3]), "model", "must be a mapping"),
 ]

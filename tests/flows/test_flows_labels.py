@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from flows.labels import label_components
 from gmm_stream import GaussianMixture
 from gmm_stream.matching import contingency
-from flows.labels import label_components
+
 from flows_testing import small_data
 
 

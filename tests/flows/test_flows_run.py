@@ -19,11 +19,12 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from pipeline import Preprocessor, load_model, save_model
 from flows.cli import app
 from flows.fit import fit_flow
-from pipeline.output_set import OutputSet
 from flows.predict import predict_flow
+from pipeline import Preprocessor, load_model, save_model
+from pipeline.output_set import OutputSet
+
 from flows_testing import (
     CONFIGS,
     checkpoint_iteration,

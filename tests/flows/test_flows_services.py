@@ -19,8 +19,9 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline import Preprocessor
 from flows.selection import select_flow
+from pipeline import Preprocessor, load_model
+
 from flows_testing import (
     BIN,
     CONFIGS,
@@ -34,9 +35,9 @@ from flows_testing import (
     write_job,
     write_parquet,
 )
-from pipeline import load_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
+              pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 
 
 def _clean_env(home: Path, **extra: str) -> dict[str, str]:
@@ -216,7 +217,8 @@ def test_on_a_cluster_the_workers_write_the_predictions(tmp_path, dask_cluster, 
     n, d, k, chunk = 2_000_000, 4, 3, 125_000
     data = small_data(n=n, d=d, k=k, seed=21)
     store = tmp_path / "cells.zarr"
-    zarr.open_group(str(store), mode="w-").create_array("X", shape=(n, d), chunks=(chunk, d), dtype="float64")[:] = data.X
+    root = zarr.open_group(str(store), mode="w-")
+    root.create_array("X", shape=(n, d), chunks=(chunk, d), dtype="float64")[:] = data.X
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", {
         "flow": "fit",
@@ -236,7 +238,8 @@ def test_on_a_cluster_the_workers_write_the_predictions(tmp_path, dask_cluster, 
     per_sink = n * (8 + 8 + 4 * k + 8)  # ids (row numbers), label, proba, logdens
     print(f"flow process: peak RSS +{measured['rss_increase'] / 2**20:.1f} MiB, read {measured['rchar'] / 2**20:.1f}"
           f" MiB, wrote {measured['wchar'] / 2**20:.1f} MiB; results {2 * per_sink / 2**20:.0f} MiB in two sinks")
-    assert measured["rss_increase"] < 0.5 * per_sink, json.dumps(measured["timeline"])  # gathering one sink's results would take all of it
+    # gathering one sink's results would take all of it
+    assert measured["rss_increase"] < 0.5 * per_sink, json.dumps(measured["timeline"])
     assert measured["rchar"] + measured["wchar"] < 0.1 * 2 * per_sink
     from distributed import Client
 

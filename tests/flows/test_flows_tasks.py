@@ -12,7 +12,8 @@ from flows.config import LocalClusterCompute, SchedulerCompute, SyntheticConfig,
 from flows.demo import ensure_synthetic, make_synthetic
 from flows.exceptions import ClusterConnectionError
 from flows.tasks import open_dataset
-from flows_testing import free_port, small_data
+
+from flows_testing import free_port
 
 
 def test_synthetic_data_are_seeded_and_readable_by_the_sources(tmp_path):
@@ -52,6 +53,6 @@ def test_local_cluster_compute_starts_and_stops():
 
 def test_unreachable_scheduler_is_one_clear_error():
     address = f"tcp://127.0.0.1:{free_port()}"
-    with pytest.raises(ClusterConnectionError, match="cannot reach the Dask scheduler"):
-        with dask_compute(SchedulerCompute(kind="scheduler", address=address, timeout=1)):
-            pass
+    with (pytest.raises(ClusterConnectionError, match="cannot reach the Dask scheduler"),
+          dask_compute(SchedulerCompute(kind="scheduler", address=address, timeout=1))):
+        pass

@@ -18,11 +18,12 @@ import zarr
 
 from flows.config import load_job
 from flows.preflight import preflight
-from flows_testing import BIN, small_data, write_job, write_parquet
 from gmm_stream import GaussianMixture
+from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results, save_model
 from pipeline.exceptions import InputOverlapError
 from pipeline.output_set import OutputSet
-from pipeline import ParquetSink, Preprocessor, ZarrSink, make_provenance, open_source, predict_results, save_model
+
+from flows_testing import BIN, small_data, write_job, write_parquet
 
 
 def tree_digest(path: Path) -> str:
@@ -83,7 +84,8 @@ def test_a_glob_input_protects_every_file_it_matches(tmp_path):
     for i, name in enumerate(["a", "b"]):
         write_parquet(pq_dir / f"{name}.parquet", X[i * 150:(i + 1) * 150], ids[i * 150:(i + 1) * 150])
     before = tree_digest(pq_dir)
-    job = _job(tmp_path, {"format": "parquet", "path": str(pq_dir / "*.parquet"), "selection": {"id_column": "sample_id"}},
+    job = _job(tmp_path,
+               {"format": "parquet", "path": str(pq_dir / "*.parquet"), "selection": {"id_column": "sample_id"}},
                {"directory": str(pq_dir), "sinks": [{"format": "parquet", "path": "a.parquet"}]})
     _refused(job, r"overlaps the input .*a\.parquet")
     assert tree_digest(pq_dir) == before

@@ -16,6 +16,7 @@ import pytest
 from flows import config as config_module
 from flows.config import MAX_JOB_BYTES, load_job
 from flows.exceptions import ConfigError
+
 from flows_testing import CONFIGS
 
 OUT = "/nonexistent/out"
@@ -33,7 +34,7 @@ source:
 {model}output:
   directory: %s
   sinks:
-{sinks}{extra}""" % OUT
+{sinks}{extra}""" % OUT  # noqa: UP031 - the braces are str.format fields, filled by job()
 
 SINK = "    - {format: parquet, path: p.parquet}\n"
 
@@ -48,7 +49,7 @@ predict:
 {predict}output:
   directory: %s
   sinks:
-{sinks}""" % OUT
+{sinks}""" % OUT  # noqa: UP031 - the braces are str.format fields, filled by the tests
 
 GiB = 2**30
 

@@ -20,6 +20,7 @@ import zarr
 import zarr.storage
 
 from flows.fit import fit_flow
+
 from flows_testing import small_data, write_job
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(300)]

@@ -20,10 +20,11 @@ from flows.compute import ComputeInfo
 from flows.config import parse_job
 from flows.report import DPI, ellipse, full_covariances, plane_geometry, plot_lower_bound, write_report
 from flows.summaries import model_report, read_umap_sample, run_summary
-from pipeline.scoring import score
-from flows_testing import small_data
 from gmm_stream import GaussianMixture
 from pipeline import Preprocessor
+from pipeline.scoring import score
+
+from flows_testing import small_data
 
 FEATURES = ["height", "weight", "income", "age"]
 COMPUTE = ComputeInfo("threads", False, None, 2)

@@ -23,9 +23,10 @@ import pytest
 import zarr
 
 from flows.fit import fit_flow
-from flows_testing import small_data, write_job, write_parquet
 from pipeline import load_model
 from pipeline.exceptions import OutputExistsError
+
+from flows_testing import small_data, write_job, write_parquet
 
 KILLER = """
 import os, signal, sys
@@ -74,7 +75,8 @@ def test_a_run_killed_at_a_stage_is_finished_by_the_next_run(tmp_path, prefect_a
     fit_flow(str(straight))
     a, b = load_model(out / "model"), load_model(tmp_path / "straight" / "model")
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10)
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "p.parquet"), pd.read_parquet(tmp_path / "straight" / "p.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "p.parquet"),
+                                  pd.read_parquet(tmp_path / "straight" / "p.parquet"))
     np.testing.assert_array_equal(zarr.open_group(str(out / "p.zarr"), mode="r")["label"][:],
                                   zarr.open_group(str(tmp_path / "straight" / "p.zarr"), mode="r")["label"][:])
 

@@ -10,6 +10,7 @@ one fresh PREFECT_HOME, in file order: the first interrupts the very first serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -26,7 +27,8 @@ import pytest
 
 from flows_testing import BIN, checkpoint_iteration, small_data, write_job, write_parquet
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
+              pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")]
 
 EXIT_WITHIN = 5.0  # seconds from Ctrl-C to the exit of the run
 MAX_ITER = 100_000  # with tol 0: EM runs until interrupted
@@ -100,15 +102,11 @@ class Terminal:
     def kill(self) -> None:
         """Leave nothing behind (a failed test)."""
         for proc in self.descendants.values():
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
-            except psutil.Error:
-                pass
         if self.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             os.waitpid(self.pid, 0)
         self.reader.join(5)
         os.close(self.fd)

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from pipeline_testing import STORED_ROWS, AnnDataCase, ParquetDirectoryCase, XarrayZarrCase, ZarrArrayCase, make_matrix
 from zarr.codecs import BloscCodec
 
 from gmm_stream.exceptions import GMMStreamError
@@ -38,6 +37,8 @@ from pipeline.exceptions import (
     SourceFormatError,
 )
 from pipeline.sources import AnnDataSource, ParquetSource, ZarrSource, make_source, open_source
+
+from pipeline_testing import STORED_ROWS, AnnDataCase, ParquetDirectoryCase, XarrayZarrCase, ZarrArrayCase, make_matrix
 
 N_ROWS, N_FEATURES = 200, 3
 
@@ -203,7 +204,7 @@ def test_zarr_truncated_blosc_frame_is_caught_where_zarr_reads_garbage(tmp_path,
     silently_wrong = zarr.open_array(str(path), path="X", mode="r")[32:64]  # zarr alone: no error
     assert not np.array_equal(silently_wrong, X[32:64])
     with pytest.raises(DamagedInputError, match=r"chunk \(1, 0\) \(rows 32-63.*Blosc header records 784"):
-        ZarrSource(path, "X").open().values
+        _ = ZarrSource(path, "X").open().values
 
 
 def test_zarr_chunk_deleted_after_open_raises_at_read(tmp_path, X):
@@ -227,7 +228,7 @@ def test_zarr_store_with_expensive_listing_is_checked_as_chunks_are_read(tmp_pat
     data = ZarrSource(f"file://{path}", "X", chunk_rows=64).open()  # no listing: opens
     np.testing.assert_array_equal(data.data.blocks[0].compute(), X[:64])
     with pytest.raises(MissingChunkError) as info:
-        data.values
+        _ = data.values
     assert f"file://{path}/X/4.0" in str(info.value) and "rows 128-159" in str(info.value)
     allowed = ZarrSource(f"file://{path}", "X", allow_missing_chunks=True).open().values
     assert (allowed[128:160] == 0).all()
@@ -257,7 +258,7 @@ def test_zarr_truncated_sample_id_chunk_raises_at_compute(tmp_path):
     data = source.open()
     np.testing.assert_array_equal(data.values, m.X)
     with pytest.raises(DamagedInputError, match=r"sample-id array 'cell'.*chunk \(5,\) \(rows 160-191"):
-        data["sample"].values
+        _ = data["sample"].values
 
 
 def test_xarray_variable_missing_and_damaged_chunks(tmp_path):
@@ -269,7 +270,7 @@ def test_xarray_variable_missing_and_damaged_chunks(tmp_path):
     truncate(chunk_file(store, expression, (2, 0)))
     data = source.open()
     with pytest.raises(DamagedInputError, match=r"variable 'expression'.*chunk \(2, 0\) \(rows 64-95"):
-        data.values
+        _ = data.values
     chunk_file(store, expression, (2, 0)).unlink()
     with pytest.raises(MissingChunkError, match=r"variable 'expression'.*chunk \(2, 0\)"):
         source.open()
@@ -428,7 +429,7 @@ def test_h5ad_damaged_compressed_chunk_names_file_and_rows(tmp_path):
     before = digest(path)
     data = AnnDataSource(path, chunk_rows=1000).open()
     with pytest.raises(DamagedInputError) as err:
-        data.values
+        _ = data.values
     message = str(err.value)
     assert str(path) in message and "'X'" in message
     assert f"rows {first_row}-{first_row + step - 1}" in message
@@ -465,7 +466,7 @@ def test_anndata_zarr_sparse_matrix_is_checked(tmp_path):
     data_array = zarr.open_array(str(store), path="layers/counts/data", mode="r")  # one chunk
     truncate(chunk_file(store, data_array, (0,)))
     with pytest.raises(DamagedInputError, match=r"'layers/counts'.*rows \d+-\d+ cannot be read"):
-        AnnDataSource(store, layer="counts", chunk_rows=100).open().values
+        _ = AnnDataSource(store, layer="counts", chunk_rows=100).open().values
     chunk_file(store, data_array, (0,)).unlink()
     with pytest.raises(MissingChunkError, match=r"layers/counts.*\(data\).*chunk \(0,\)"):
         source.open()

@@ -136,9 +136,9 @@ def test_one_run_per_output_directory_and_a_crashed_holder_does_not_block(tmp_pa
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
-        with pytest.raises(OutputLockedError, match=rf"pid {holder.pid} on .*started .*job 'nightly'"):
-            with OutputSet(out, ["model"]).lock("second"):
-                pass
+        with (pytest.raises(OutputLockedError, match=rf"pid {holder.pid} on .*started .*job 'nightly'"),
+              OutputSet(out, ["model"]).lock("second")):
+            pass
         assert time.monotonic() - started < 2
     finally:
         holder.kill()

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 import zarr
-from pipeline_testing import AnnDataCase, ParquetDirectoryCase, make_matrix
 
 from gmm_stream.exceptions import GMMStreamError
 from pipeline.exceptions import (
@@ -26,6 +25,8 @@ from pipeline.exceptions import (
     SparseMatrixError,
 )
 from pipeline.sources import SOURCES, AnnDataSource, ParquetSource, ZarrSource, make_source
+
+from pipeline_testing import AnnDataCase, ParquetDirectoryCase, make_matrix
 
 
 def test_every_error_is_a_gmm_stream_error_and_the_builtin():

@@ -35,8 +35,16 @@ import xarray as xr
 import zarr
 
 from gmm_stream import GaussianMixture
-from pipeline import AnnDataSink, AnnDataSource, ParquetSink, ParquetSource, ZarrSink, make_provenance
-from pipeline import model_params, predict_results
+from pipeline import (
+    AnnDataSink,
+    AnnDataSource,
+    ParquetSink,
+    ParquetSource,
+    ZarrSink,
+    make_provenance,
+    model_params,
+    predict_results,
+)
 from pipeline.exceptions import SelectionError, SinkError
 from pipeline.results import Results
 from pipeline.sources.parquet_source import IntegerColumnWarning
@@ -312,9 +320,9 @@ def _parquet_with_truth(path: Path) -> None:
 def test_default_parquet_columns_are_logged_and_integer_ones_warned_about(tmp_path, caplog):
     path = tmp_path / "cells.parquet"
     _parquet_with_truth(path)
-    with caplog.at_level(logging.INFO, logger="pipeline.sources.parquet_source"):
-        with pytest.warns(IntegerColumnWarning) as record:
-            X = ParquetSource(path, id_column="cell_id").open()
+    with (caplog.at_level(logging.INFO, logger="pipeline.sources.parquet_source"),
+          pytest.warns(IntegerColumnWarning) as record):
+        X = ParquetSource(path, id_column="cell_id").open()
     assert list(X["feature"].values) == ["x0", "x1", "truth"]  # still the documented default
     message = str(record[0].message)
     assert "['truth']" in message and "columns=['x0', 'x1']" in message, message

@@ -10,7 +10,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_testing import ALL_CASES, SourceCase, make_matrix
 
 from gmm_stream import GaussianMixture
 from pipeline import (
@@ -23,6 +22,8 @@ from pipeline import (
     predict_results,
     save_model,
 )
+
+from pipeline_testing import ALL_CASES, SourceCase, make_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -18,10 +18,10 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pipeline_testing import ParquetFileCase, make_matrix
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.preprocessing import StandardScaler
 
+from pipeline import preprocess
 from pipeline.exceptions import (
     ConstantFeatureWarning,
     OutputExistsError,
@@ -29,9 +29,10 @@ from pipeline.exceptions import (
     PreprocessingFormatError,
     PreprocessingNotFoundError,
 )
-from pipeline import preprocess
 from pipeline.preprocess import PCA, Preprocessor, Standardize, column_moments
 from pipeline.sources import ParquetSource
+
+from pipeline_testing import ParquetFileCase, make_matrix
 
 RTOL = 1e-12
 

@@ -8,10 +8,11 @@ import os
 from datetime import datetime, timezone
 
 import numpy as np
-from pipeline_testing import ParquetFileCase, ZarrArrayCase, make_matrix
 
 import gmm_stream
 from pipeline.provenance import canonical_json, make_provenance
+
+from pipeline_testing import ParquetFileCase, ZarrArrayCase, make_matrix
 
 
 def test_stamp_fields():

@@ -12,6 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+
+from pipeline.sources import FEATURE_DIM, SAMPLE_DIM, ParquetSource, ZarrSource, make_source, open_source
+
 from pipeline_testing import (
     STORED_ROWS,
     AnnDataCase,
@@ -24,8 +27,6 @@ from pipeline_testing import (
     ZarrGroupCase,
     make_matrix,
 )
-
-from pipeline.sources import FEATURE_DIM, SAMPLE_DIM, ParquetSource, ZarrSource, make_source, open_source
 
 
 class SourceRoundTrip:
