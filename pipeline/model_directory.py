@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pipeline.formats as formats
+import pipeline.model_files as model_files
 from gmm_stream import GaussianMixture
 from gmm_stream.exceptions import ModelFormatError
-from pipeline import formats, model_files
 from pipeline.atomic import atomic_output
 from pipeline.preprocess import Preprocessor
 from pipeline.scoring import Scores

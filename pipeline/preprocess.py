@@ -53,10 +53,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+import pipeline.model_files as model_files
 from gmm_stream import _validate as check
 from gmm_stream import check_features, one_blas_thread_per_dask_thread
 from gmm_stream.exceptions import NumericalOverflowError
-from pipeline import model_files
 from pipeline.atomic import atomic_output, check_not_input, fsync_tree, remove_path
 from pipeline.exceptions import (
     ConstantFeatureWarning,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline import formats
+import pipeline.formats as formats
 from pipeline._executor import active_client, compute_all
 from pipeline._paths import input_paths
 from pipeline.atomic import check_not_input
