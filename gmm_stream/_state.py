@@ -225,11 +225,17 @@ ESTIMATOR_PARAMS: dict[str, v.Checker] = {
     "verbose": v.verbosity,
     "verbose_interval": v.integer(1),
     "init_max_samples": v.integer(1),
+    "sample_first": v.boolean,
+    "learning_decay": v.number(0.0),
+    "learning_offset": v.number(0.0),
 }
+#: parameters added after the first model format: a state written before them may lack
+#: them, and the estimator's default applies
+OPTIONAL_PARAMS = ("sample_first", "learning_decay", "learning_offset")
 
 _MODEL_KEYS: dict[str, v.Checker] = {
     "estimator": v.string("GaussianMixture"),
-    "params": v.obj(ESTIMATOR_PARAMS),
+    "params": v.obj(ESTIMATOR_PARAMS, optional=OPTIONAL_PARAMS),
     "n_features_in": v.integer(1),
     "feature_names_in": v.optional(v.list_of(v.string())),
     "converged": v.boolean,
@@ -237,7 +243,14 @@ _MODEL_KEYS: dict[str, v.Checker] = {
     "lower_bound": v.number(minus_infinity=True),
     "lower_bounds": v.list_of(v.number()),
     "n_empty_rows": v.integer(0),
+    "online": v.obj({"steps": v.integer(1), "n_seen": v.number(0.0), "loglik": v.number(minus_infinity=True),
+                     "n_rows": v.number(0.0)}),
 }
+#: keys of a model state that may be missing: ``online`` (only a model fitted by
+#: ``partial_fit`` has it: the running averages of online EM, so a stream can continue)
+_OPTIONAL_MODEL_KEYS = ("online",)
+#: the running statistics of online EM, ``online_<name>`` arrays of a model state
+ONLINE_ARRAYS = ("N", "S1", "S2", "center")
 
 
 def _estimator_params(model) -> dict[str, Any]:
@@ -265,7 +278,21 @@ def model_state(model) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "lower_bounds": [float(b) for b in model.lower_bounds_],
         "n_empty_rows": int(getattr(model, "n_empty_rows_", 0)),
     }
-    return meta, _params_arrays("", p)
+    arrays = _params_arrays("", p)
+    online = getattr(model, "_online", None)
+    if online is not None and online.stats is not None:
+        st = online.stats
+        meta["online"] = {"steps": int(online.steps), "n_seen": float(online.n_seen), "loglik": float(st.loglik),
+                          "n_rows": float(st.n_rows)}
+        arrays.update({f"online_{name}": np.asarray(getattr(st, name), dtype=np.float64) for name in ONLINE_ARRAYS})
+    return meta, arrays
+
+
+def _online_layout(covariance_type: str, k: int, d: int) -> dict:
+    """Shapes of the ``online_*`` arrays (S2 holds only the diagonal for 'diag' and 'spherical')."""
+    s2 = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
+    shapes = {"N": (k,), "S1": (k, d), "S2": s2, "center": (k, d)}
+    return {f"online_{name}": (shapes[name], "f") for name in ONLINE_ARRAYS}
 
 
 def _check_init_shapes(src, params: dict, n_features: int) -> None:
@@ -300,12 +327,14 @@ def check_model_state(meta: Any, headers: Headers | None = None) -> Layout:
     ModelFormatError
         Naming the field at fault (``part`` "meta" or "arrays").
     """
-    v.check_object(_MODEL_META, "", meta, _MODEL_KEYS)
+    v.check_object(_MODEL_META, "", meta, _MODEL_KEYS, _OPTIONAL_MODEL_KEYS)
     v.check_feature_names(_MODEL_META, meta)
     v.check_history(_MODEL_META, "", meta)
     _check_init_shapes(_MODEL_META, meta["params"], meta["n_features_in"])
     ct, k, d = meta["params"]["covariance_type"], meta["params"]["n_components"], meta["n_features_in"]
     layout = _params_layout("", ct, k, d)
+    if "online" in meta:
+        layout.update(_online_layout(ct, k, d))
     if headers is not None:
         v.check_array_names(_MODEL_ARRAYS, headers, layout)
         v.check_array_headers(_MODEL_ARRAYS, headers, layout, lambda name: _shape_context(ct, k, d, name))
@@ -316,10 +345,21 @@ def model_from_state(meta: Any, arrays: Mapping[str, Any]) -> GaussianParams:
     """The fitted parameters of a model state, once every check of the module docstring passed."""
     layout = check_model_state(meta, v.headers_of(arrays))
     checked = v.as_checked_arrays(_MODEL_ARRAYS, arrays, layout)
+    online_arrays(meta, checked)  # checked with the rest
     # scikit-learn's initial weights of 'k-means++' and 'random_from_data' sum to K/n;
     # a model fitted with max_iter=0 keeps them
     return _checked_params(_MODEL_ARRAYS, checked, "", meta["params"]["covariance_type"],
                            sums_to_one=meta["n_iter"] > 0)
+
+
+def online_arrays(meta: Any, arrays: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The ``online_*`` arrays of a checked model state by statistic name, or None."""
+    if "online" not in meta:
+        return None
+    out = {name: np.asarray(arrays[f"online_{name}"], dtype=np.float64) for name in ONLINE_ARRAYS}
+    if np.any(out["N"] < 0):
+        raise _MODEL_ARRAYS.fail("online_N", "has negative entries; the online statistics are damaged")
+    return out
 
 
 # ------------------------------------------------------------------- checkpoint state

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -115,6 +115,27 @@ class SufficientStats:
     @property
     def diagonal(self) -> bool:
         return self.S2.ndim == 2
+
+    def scaled(self, factor: float) -> SufficientStats:
+        """The statistics of the same rows with every weight multiplied by ``factor``
+        (``N``, ``S1``, ``S2``, ``loglik`` and ``n_rows`` scale; counts of rows do not)."""
+        return replace(self, N=self.N * factor, S1=self.S1 * factor, S2=self.S2 * factor,
+                       loglik=self.loglik * factor, n_rows=self.n_rows * factor)
+
+    def recentred(self, center: np.ndarray) -> SufficientStats:
+        """The same statistics centred on ``center`` (K, d) instead of ``self.center``, exactly:
+        with ``δ = self.center − center``, ``S1' = S1 + N δ`` and
+        ``S2' = S2 + S1 δᵀ + δ S1ᵀ + N δ δᵀ`` (the diagonal of it for 'diag' and 'spherical')."""
+        center = np.asarray(center, dtype=np.float64)
+        delta = self.center - center
+        s1 = self.S1 + self.N[:, None] * delta
+        if self.diagonal:
+            s2 = self.S2 + 2.0 * self.S1 * delta + self.N[:, None] * delta**2
+        else:
+            cross = np.einsum("ki,kj->kij", self.S1, delta)
+            s2 = (self.S2 + cross + cross.transpose(0, 2, 1)
+                  + self.N[:, None, None] * np.einsum("ki,kj->kij", delta, delta))
+        return replace(self, S1=s1, S2=s2, center=center)
 
     def raw_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Uncentred ``(Σ w r x̂, Σ w r (x̂x̂ᵀ + C))`` as written in docs/math.md."""

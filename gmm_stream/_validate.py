@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -210,25 +210,28 @@ def numeric_array(src: Reporter, field: str, value: Any) -> None:
         raise src.fail(field, "must hold finite numbers only")
 
 
-def check_object(src: Reporter, field: str, value: Any, spec: Mapping[str, Checker]) -> dict:
-    """``value`` is an object with exactly the keys of ``spec``, each accepted by its checker."""
+def check_object(src: Reporter, field: str, value: Any, spec: Mapping[str, Checker],
+                 optional: Sequence[str] = ()) -> dict:
+    """``value`` is an object with exactly the keys of ``spec`` (those in ``optional`` may be
+    missing), each accepted by its checker."""
     name = field or "the top-level object"
     if not isinstance(value, dict):
         raise src.fail(name, f"must be an object, got {describe(value)}")
     unknown = sorted(set(value) - set(spec))
-    missing = [k for k in spec if k not in value]
+    missing = [k for k in spec if k not in value and k not in optional]
     problems = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
     if problems:
         raise src.fail(name, f"has {' and '.join(problems)}; expected exactly the keys {list(spec)}")
     for key, check in spec.items():
-        check(src, join(field, key), value[key])
+        if key in value:
+            check(src, join(field, key), value[key])
     return value
 
 
-def obj(spec: Mapping[str, Checker]) -> Checker:
+def obj(spec: Mapping[str, Checker], optional: Sequence[str] = ()) -> Checker:
     """An object with exactly the keys of ``spec`` (see :func:`check_object`)."""
     def check(src, field, value):
-        check_object(src, field, value, spec)
+        check_object(src, field, value, spec, optional)
     return check
 
 

@@ -68,6 +68,16 @@ FittedArray: TypeAlias = "np.ndarray | Any"
 # ----------------------------------------------------------------------------- EM state
 
 
+@dataclass
+class _OnlineState:
+    """The running statistics of online EM (per unit of weight), the batches taken and the
+    total weight seen (see :meth:`GaussianMixture.partial_fit`)."""
+
+    stats: SufficientStats | None = None
+    steps: int = 0
+    n_seen: float = 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class EMResult:
     """The outcome of one finished EM initialisation.
@@ -270,6 +280,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     init_max_samples : int, default=100_000
         Rows the initialisation may hold in memory (a seeded sample of rows; with
         ``sample_weight``, drawn with probability proportional to the weights).
+    sample_first : bool, default=True
+        When the data have more rows than ``init_max_samples``, run EM to convergence on
+        that in-memory sample first (same ``tol`` and ``max_iter``), then go on with
+        full-data EM passes from its result until ``tol`` holds on the full data. The
+        result is still batch EM on all the data (its fixed point, from a start already
+        close to it): only the number of full passes changes (typically 2-4 instead of
+        10 or more). ``n_iter_``, ``lower_bounds_`` and ``converged_`` describe the
+        full-data passes; ``n_iter_sample_`` counts the iterations on the sample. Set it to
+        False for plain batch EM from the initialisation. The sample is drawn even when
+        every ``*_init`` is given.
+    learning_decay : float in (0.5, 1], default=0.7
+        ``α`` of the step size of :meth:`partial_fit`, ``η_t = (learning_offset + t)^(−α)``
+        for the ``t``-th batch after the first: 1 averages every batch equally (the running
+        mean of the statistics), values near 0.5 forget old batches fastest while still
+        converging (Cappé & Moulines 2009).
+    learning_offset : float >= 0, default=1.0
+        ``t₀`` of that step size: larger values give the early batches less weight each.
 
     Attributes
     ----------
@@ -280,6 +307,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     precisions_cholesky_ : ndarray
     converged_ : bool
     n_iter_ : int
+        Full-data EM iterations of the best initialisation.
+    n_iter_sample_ : int
+        EM iterations on the in-memory sample before them (0 without ``sample_first``).
+    n_steps_ : int
+        Batches :meth:`partial_fit` has taken (online EM); 0 after :meth:`fit`.
     lower_bound_ : float
         Mean log-likelihood of the usable rows under the parameters of the E-step that
         started the last iteration (scikit-learn's convention).
@@ -336,6 +368,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose=0,
         verbose_interval=10,
         init_max_samples=100_000,
+        sample_first=True,
+        learning_decay=0.7,
+        learning_offset=1.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -352,6 +387,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.init_max_samples = init_max_samples
+        self.sample_first = sample_first
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     #: scikit-learn's constraints (``GaussianMixture._parameter_constraints``) and ours,
     #: checked once, at the start of ``fit``, with scikit-learn's messages
@@ -371,6 +409,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "init_max_samples": [Interval(Integral, 1, None, closed="left")],
+        "sample_first": ["boolean"],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
     }
 
     def __sklearn_tags__(self) -> Tags:
@@ -545,10 +586,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_init = self.n_init if do_init else 1
         # scikit-learn's warm start: the same EM goes on, from the last parameters and lower bound
         start_bound = -np.inf if do_init else self.lower_bound_
-        needs_sample = do_init and any(v is None for v in inits.values())
+        # more rows than the sample holds: EM converges on the sample first (in memory), and the
+        # full-data EM goes on from there to the same tol (see ``sample_first``)
+        sample_first = do_init and self.sample_first and self.max_iter > 0 and n > self.init_max_samples
+        needs_sample = do_init and (sample_first or any(v is None for v in inits.values()))
         sample = draw_sample(X, self.init_max_samples, random_state, w) if needs_sample else None
         report = _VerboseReport(self.verbose, self.verbose_interval)
         best = None if resume_from is None else resume_from.best
+        best_init = -1
+        sample_iterations: dict[int, int] = {}
         for init in range(n_init):
             report.init_begin(init)
             # initial parameters are always drawn, so the random state advances as in an
@@ -559,17 +605,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise self._overflow_error(err, X, "the initialisation") from None
             if resume_from is not None and init < resume_from.init:
                 continue
-            state = EMState(init=init, n_iter=0, params=params, lower_bounds=[], best=best)
             if resume_from is not None and init == resume_from.init:
                 state = resume_from
+            else:
+                if sample_first:
+                    params, sample_iterations[init] = self._fit_sample(sample, params, init)
+                state = EMState(init=init, n_iter=0, params=params, lower_bounds=[], best=best)
             state = self._em(X, w, state, callback, start_bound=start_bound, report=report,
                              check_usable=isinstance(X, da.Array), warn=do_init)
             result = state.result()
             # as scikit-learn: the best lower bound wins; with max_iter=0 (no bound) the last init
             if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
-                best = result
+                best, best_init = result, init
         assert best is not None  # n_init >= 1
         self._set_fitted(best, X.dtype, namespace)
+        self.n_iter_sample_ = sample_iterations.get(best_init, 0)
+        self.__dict__.pop("_online", None)  # a batch fit starts a new stream
+        self.n_steps_ = 0
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -578,6 +630,110 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    # ------------------------------------------------------------------------- online EM
+
+    def partial_fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None, *,
+                    shuffle: bool = False) -> GaussianMixture:
+        """Online (stepwise) EM: update the model with one batch of a stream.
+
+        Each batch gives its expected sufficient statistics under the current parameters
+        (the same exact E-step as :meth:`fit`, missing values marginalised), per unit of
+        weight, ``s(batch)``; the running statistics become
+        ``s ← (1 − η_t) s + η_t s(batch)`` with ``η_t = (learning_offset + t)^(−learning_decay)``
+        (``t = 1, 2, ...`` the batches after the first, which sets ``s``), and the M-step of
+        :meth:`fit` turns ``s`` into the parameters (Cappé & Moulines 2009; Liang & Klein
+        2009). With ``learning_decay`` in (0.5, 1] the parameters converge on a stationary
+        stream; the mean log-likelihood of each batch, under the parameters before its
+        step, is appended to ``lower_bounds_``.
+
+        The first call initialises: from ``*_init`` when given, else from the batch (as
+        :meth:`fit` does, on at most ``init_max_samples`` of its rows); after :meth:`fit`,
+        from the fitted model. The running statistics and the step count are part of the
+        model's state (:meth:`get_state`), so a saved model continues its stream.
+
+        Parameters
+        ----------
+        X : array-like, dask array or xarray.DataArray of shape (n_samples, n_features)
+            One batch; a Dask array is a sequence of batches, one per row chunk, taken in
+            order (or in a seeded random order with ``shuffle=True``).
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+        shuffle : bool, default=False
+            Take a Dask array's chunks in a random order drawn from ``random_state``.
+
+        Returns
+        -------
+        self
+        """
+        first = "_online" not in self.__dict__
+        if first:
+            self._check_constructor_parameters()
+        X = self._validate_X(X, reset=first and not hasattr(self, "_params"))
+        w = self._validate_weights(sample_weight, X)
+        if first:
+            self._start_stream(X, w)
+        if isinstance(X, da.Array):
+            bounds = np.cumsum((0,) + tuple(X.chunks[0]))
+            order = np.arange(X.numblocks[0])
+            if shuffle:
+                check_random_state(self.random_state).shuffle(order)
+            for b in order:
+                rows = slice(int(bounds[b]), int(bounds[b + 1]))
+                block = np.asarray(X.blocks[int(b)].compute())
+                self._online_step(block, None if w is None else np.asarray(w[rows]))
+        else:
+            self._online_step(X, None if w is None else np.asarray(w))
+        return self
+
+    def _start_stream(self, X, w) -> None:
+        """The online state of a first :meth:`partial_fit` (parameters: fitted, given or from the batch)."""
+        if "_params" not in self.__dict__:
+            inits = self._check_parameters(X.shape[1])
+            random_state = check_random_state(self.random_state)
+            sample = draw_sample(X, self.init_max_samples, random_state, w) \
+                if any(v is None for v in inits.values()) else None
+            self._params = self._initial_parameters(sample, inits, random_state)
+            self.lower_bounds_ = np.zeros(0)
+            self.n_empty_rows_ = 0
+            self.n_iter_sample_ = 0
+        self._online = _OnlineState()
+        self.converged_: bool = False  # an online fit has no convergence test
+        self.n_iter_ = 0
+
+    def _online_step(self, X, w) -> None:
+        """One batch of online EM (see :meth:`partial_fit`)."""
+        online: _OnlineState = self._online
+        params = self._params.astype(np.float64)
+        try:
+            stats = _dask.statistics(X, params, w)
+        except NumericalOverflowError as err:
+            raise self._overflow_error(err, X, f"online step {online.steps + 1}") from None
+        self.n_empty_rows_ = int(getattr(self, "n_empty_rows_", 0)) + stats.n_empty
+        if stats.n_rows <= 0:  # no usable row (or zero weight): nothing to learn
+            return
+        batch = stats.scaled(1.0 / stats.n_rows)
+        if online.stats is None:
+            running = batch
+        else:
+            eta = (self.learning_offset + online.steps) ** (-self.learning_decay)
+            running = online.stats.recentred(batch.center).scaled(1.0 - eta) + batch.scaled(eta)
+        n_seen = online.n_seen + stats.n_rows
+        self._params = m_step(running.scaled(n_seen), reg_covar=self.reg_covar,
+                              covariance_type=self.covariance_type, previous=params).astype(self._params.dtype)
+        online.stats, online.steps, online.n_seen = running, online.steps + 1, n_seen
+        self.n_steps_ = self.n_iter_ = online.steps
+        bound = float(stats.loglik / stats.n_rows)
+        self.lower_bound_: float = bound
+        self.lower_bounds_ = np.append(np.asarray(getattr(self, "lower_bounds_", [])), bound)
+
+    def _fit_sample(self, sample, params: GaussianParams, init: int) -> tuple[GaussianParams, int]:
+        """EM to convergence on the in-memory ``sample`` from ``params`` (the first stage of a
+        fit of more rows than ``init_max_samples``); its result starts the full-data EM."""
+        X_sample, w_sample = sample
+        state = self._em(X_sample, w_sample, EMState(init=init, n_iter=0, params=params), None,
+                         check_usable=False, warn=False)
+        return state.params, state.n_iter
 
     def _set_fitted(self, best: EMResult, dtype, namespace: Namespace | None) -> None:
         """The fitted attributes from the best initialisation, in the input's dtype and namespace."""
@@ -1045,6 +1201,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         model.n_iter_ = meta["n_iter"]
         model.lower_bound_ = float(meta["lower_bound"])
         model.lower_bounds_ = np.asarray(meta["lower_bounds"], dtype=np.float64)
+        online = _state.online_arrays(meta, arrays)
+        if online is not None:
+            info = meta["online"]
+            stats = SufficientStats(online["N"], online["S1"], online["S2"], online["center"],
+                                    float(info["loglik"]), float(info["n_rows"]), 0,
+                                    np.zeros(online["center"].shape[1], np.int64))
+            model._online = _OnlineState(stats, int(info["steps"]), float(info["n_seen"]))
+            model.n_steps_ = int(info["steps"])
         model.n_empty_rows_ = meta["n_empty_rows"]
         return model
 

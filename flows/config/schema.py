@@ -330,6 +330,9 @@ class ModelConfig(_Model):
     verbose_interval: PositiveInt = Field(10, le=MAX_ITER, description="EM iterations between messages.")
     init_max_samples: PositiveInt = Field(
         100_000, le=MAX_ROWS, description="Rows the initialisation may hold in memory.")
+    sample_first: Bool = Field(
+        True, description="Above init_max_samples rows, converge on the in-memory sample first, then finish with "
+                          "full-data passes (the same batch-EM fixed point in fewer passes).")
 
     @model_validator(mode="after")
     def _check_inits(self) -> ModelConfig:
