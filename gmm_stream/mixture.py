@@ -592,6 +592,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         needs_sample = do_init and (sample_first or any(v is None for v in inits.values()))
         sample = draw_sample(X, self.init_max_samples, random_state, w) if needs_sample else None
         report = _VerboseReport(self.verbose, self.verbose_interval)
+        if resume_from is not None and not 0 <= resume_from.init < n_init:
+            raise InvalidParameterError(
+                f"resume_from is a state of initialisation {resume_from.init}, but this fit runs {n_init} "
+                "initialisation(s) (n_init, or 1 with warm_start); resume with the parameters of the interrupted fit"
+            )
         best = None if resume_from is None else resume_from.best
         best_init = -1
         sample_iterations: dict[int, int] = {}
@@ -803,7 +808,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             report.iteration(n_iter, lower_bound - previous)
             converged = abs(lower_bound - previous) < self.tol
             previous = lower_bound
-            state = EMState(state.init, n_iter, params, lower_bounds, converged, n_empty, state.best, stats)
+            # a copy: a state kept by the callback must not grow with the next iterations
+            state = EMState(state.init, n_iter, params, list(lower_bounds), converged, n_empty, state.best, stats)
             if callback is not None:
                 callback(state)
         if self.max_iter > 0:

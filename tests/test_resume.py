@@ -68,3 +68,17 @@ def test_load_state_of_a_non_checkpoint_raises(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(ModelFormatError, match="state.json"):
         load_state(tmp_path / "x")
+
+
+def test_a_state_of_another_fit_is_refused_not_ignored():
+    from gmm_stream.exceptions import InvalidParameterError
+
+    X = np.random.default_rng(0).standard_normal((300, 2))
+    states = []
+    GaussianMixture(2, n_init=3, max_iter=3, tol=0, random_state=0).fit(X, callback=states.append)
+    last = states[-1]
+    assert last.init == 2
+    with pytest.raises(InvalidParameterError, match="initialisation 2, but this fit runs 1"):
+        GaussianMixture(2, n_init=1, max_iter=3, tol=0, random_state=0).fit(X, resume_from=last)
+    # a state kept by the callback does not grow with the later iterations
+    assert [len(s.lower_bounds) for s in states[:3]] == [1, 2, 3]
