@@ -682,7 +682,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             bounds = np.cumsum((0,) + tuple(X.chunks[0]))
             order = np.arange(X.numblocks[0])
             if shuffle:
-                check_random_state(self.random_state).shuffle(order)
+                self._stream_order_rng().shuffle(order)
             for b in order:
                 rows = slice(int(bounds[b]), int(bounds[b + 1]))
                 block = np.asarray(X.blocks[int(b)].compute())
@@ -690,6 +690,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             self._online_step(X, None if w is None else np.asarray(w))
         return self
+
+    def _stream_order_rng(self) -> np.random.RandomState:
+        """The random order of a shuffled pass: drawn from ``random_state`` and the steps taken,
+        so successive passes of one stream take different orders, reproducibly."""
+        seed = self.random_state
+        if seed is None or isinstance(seed, np.random.RandomState):
+            return check_random_state(seed)
+        return np.random.RandomState(np.random.SeedSequence([int(seed), self._online.steps]).generate_state(1))
 
     def _start_stream(self, X, w) -> None:
         """The online state of a first :meth:`partial_fit` (parameters: fitted, given or from the batch)."""

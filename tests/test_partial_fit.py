@@ -83,6 +83,11 @@ def test_a_dask_array_is_a_stream_of_its_chunks_in_order_or_shuffled():
     b = GaussianMixture(2, random_state=3, **start).partial_fit(da.from_array(X, chunks=(1500, -1)), shuffle=True)
     np.testing.assert_array_equal(a.means_, b.means_)
     assert not np.allclose(a.means_, stream.means_, rtol=1e-12)  # another order, another path
+    orders = []
+    for _ in range(3):  # successive shuffled passes of one stream take different orders
+        orders.append(tuple(a._stream_order_rng().permutation(4)))
+        a.partial_fit(da.from_array(X, chunks=(1500, -1)), shuffle=True)
+    assert len(set(orders)) > 1
 
 
 def test_a_saved_model_continues_its_stream(tmp_path):
