@@ -236,7 +236,8 @@ def _fit_sklearn(X, k: int, init: dict, iters: int) -> dict:
 
 
 def _fit_gmm_stream(X, k: int, init: dict, iters: int) -> dict:
-    gm = GaussianMixture(k, covariance_type="full", tol=0.0, max_iter=iters, **init)
+    # plain batch EM from the same start as scikit-learn's (no EM on a sample first)
+    gm = GaussianMixture(k, covariance_type="full", tol=0.0, max_iter=iters, sample_first=False, **init)
     marks = {}
     em = gm._em
 

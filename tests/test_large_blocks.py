@@ -124,8 +124,9 @@ def weighted_incomplete_rows(n, d, K, seed, missing_by_row):
 
 
 def fit_one_step(X, params, covariance_type, sample_weight):
+    # one EM step from the given start: no EM on the initialisation's sample first
     gm = GaussianMixture(len(params[0]), covariance_type=covariance_type, max_iter=1, tol=0.0, reg_covar=REG_COVAR,
-                         **init_kwargs(*params, covariance_type))
+                         sample_first=False, **init_kwargs(*params, covariance_type))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # ConvergenceWarning after one iteration
         return gm.fit(X, sample_weight=sample_weight)
