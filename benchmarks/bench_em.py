@@ -51,7 +51,6 @@ import argparse
 import contextlib
 import datetime
 import math
-import multiprocessing
 import os
 import platform
 import resource
@@ -61,7 +60,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from importlib.metadata import version
 
@@ -69,6 +67,8 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from _common import cpu_stall_seconds, in_child, print_table, true_parameters
+from _common import status_mib as _status_mib
 from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_info
@@ -100,20 +100,9 @@ OOC_STORE_FACTOR = 2.0  # store size / memory limit
 # ---------------------------------------------------------------------------------- data
 
 
-def true_parameters(d: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, means and covariances of the generating mixture (seeded by the shape)."""
-    rng = np.random.default_rng([SEED, d, k])
-    weights = rng.dirichlet(np.full(k, 5.0))
-    means = 3.0 * rng.standard_normal((k, d))
-    a = rng.standard_normal((k, d, d)) / np.sqrt(d)
-    scale = rng.uniform(0.5, 2.0, size=k)[:, None, None]
-    covariances = scale * (a @ a.transpose(0, 2, 1) + 0.5 * np.eye(d))
-    return weights, means, covariances
-
-
 def initial_parameters(d: int, k: int) -> dict:
     """The same start for both libraries: the truth, perturbed."""
-    weights, means, covariances = true_parameters(d, k)
+    weights, means, covariances = true_parameters(d, k, SEED)
     rng = np.random.default_rng([SEED, d, k, 1])
     return {
         "weights_init": 0.5 * weights + 0.5 / k,
@@ -124,14 +113,14 @@ def initial_parameters(d: int, k: int) -> dict:
 
 def mixture_std(d: int, k: int) -> np.ndarray:
     """Standard deviation of each feature under the generating mixture."""
-    weights, means, covariances = true_parameters(d, k)
+    weights, means, covariances = true_parameters(d, k, SEED)
     second = weights @ (np.diagonal(covariances, axis1=1, axis2=2) + means**2)
     return np.sqrt(second - (weights @ means) ** 2)
 
 
 def data_rows(start: int, stop: int, d: int, k: int, missing: float) -> np.ndarray:
     """Rows ``start:stop`` (``start`` a multiple of BLOCK_ROWS) of the synthetic data, float64."""
-    weights, means, covariances = true_parameters(d, k)
+    weights, means, covariances = true_parameters(d, k, SEED)
     chol = np.linalg.cholesky(covariances)
     out = np.empty((stop - start, d))
     for b0 in range(start, stop, BLOCK_ROWS):
@@ -169,17 +158,6 @@ def write_zarr(path: str, n: int, d: int, k: int, chunk_rows: int = CHUNK_ROWS) 
 # -------------------------------------------------------------------------------- memory
 
 
-def _status_mib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def rss_mib() -> float:
     value = _status_mib("VmRSS")
     return value if value is not None else float("nan")
@@ -189,15 +167,6 @@ def peak_rss_mib() -> float:
     """Peak resident memory of this process (since the last ``reset_peak_rss``)."""
     value = _status_mib("VmHWM")
     return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_stall_seconds() -> float | None:
-    """Machine-wide time some runnable task waited for a CPU (Linux PSI), or None."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().rsplit("total=", 1)[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def reset_peak_rss() -> bool:
@@ -353,32 +322,6 @@ def job_ooc_fit(path: str, n_rows: int, limit_mib: int, k: int, iters: int) -> d
 # ------------------------------------------------------------------------ child runner
 
 
-def _child_entry(conn, job, args):
-    try:
-        result = job(*args)
-    except BaseException:  # report, never hang the parent
-        result = {"error": traceback.format_exc(limit=6)}
-    conn.send(result)
-    conn.close()
-
-
-def in_child(job, *args) -> dict:
-    """Run ``job(*args)`` in a fresh spawned process and return its result dict."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_entry, args=(sender, job, args))
-    process.start()
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
-        result = None
-    process.join()
-    if result is None:
-        result = {"error": f"child process died with exit code {process.exitcode}"}
-    return result
-
-
 # ---------------------------------------------------------------------------- output
 
 
@@ -400,17 +343,6 @@ def verdict(ok: bool | None, *results: dict) -> str:
     if any("error" in r for r in results):
         return "ERROR"
     return "-" if ok is None else ("PASS" if ok else "MISS")
-
-
-def print_table(title: str, headers: list[str], rows: list[list]) -> None:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-    sys.stdout.flush()
 
 
 def print_details(results: dict) -> None:

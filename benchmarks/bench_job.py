@@ -62,13 +62,15 @@ import platform
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _common import code_version, cpu_stall_seconds, print_table, spread, true_parameters
+from _common import status_mib as _status_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -128,17 +130,6 @@ class ChunkReads:
             return dict(self.counts)
 
 
-def _status_mib(field: str, pid: str = "self") -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 # ------------------------------------------------- worker preload (distributed.worker.preload)
 
 _worker_reads: ChunkReads | None = None
@@ -177,24 +168,12 @@ def _dump_worker(name: str) -> None:
 # --------------------------------------------------------------------------------- input
 
 
-def true_parameters(d: int, k: int):
-    """Weights, means and covariances of the generating mixture."""
-    import numpy as np
-
-    rng = np.random.default_rng([SEED, d, k])
-    weights = rng.dirichlet(np.full(k, 5.0))
-    means = 3.0 * rng.standard_normal((k, d))
-    a = rng.standard_normal((k, d, d)) / np.sqrt(d)
-    covariances = rng.uniform(0.5, 2.0, size=k)[:, None, None] * (a @ a.transpose(0, 2, 1) + 0.5 * np.eye(d))
-    return weights, means, covariances
-
-
 def write_input(path: Path, n: int, d: int, chunk_rows: int, dtype: str) -> None:
     """An uncompressed Zarr v3 array ``X`` (n, d), written chunk by chunk with zarr's API."""
     import numpy as np
     import zarr
 
-    weights, means, covariances = true_parameters(d, TRUE_COMPONENTS)
+    weights, means, covariances = true_parameters(d, TRUE_COMPONENTS, SEED)
     chol = np.linalg.cholesky(covariances)
     group = zarr.open_group(str(path), mode="w-")
     X = group.create_array(ARRAY, shape=(n, d), chunks=(chunk_rows, d), dtype=dtype, compressors=None)
@@ -227,15 +206,6 @@ def job_document(args: argparse.Namespace, store: Path, out: Path, compute: dict
 
 
 # ----------------------------------------------------------------- the flow process (child)
-
-
-def cpu_stall_seconds() -> float | None:
-    """Machine-wide time some runnable task waited for a CPU (Linux PSI), or None."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().rsplit("total=", 1)[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def io_counters() -> dict[str, int]:
@@ -487,40 +457,6 @@ def describe_run(res: dict) -> str:
 # ---------------------------------------------------------------------------- output
 
 
-def spread(values: list[float | None], fmt: str = "{:.1f}") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
-def print_table(title: str, headers: list[str], rows: list[list]) -> None:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    sys.stdout.flush()
-
-
-def code_version() -> str:
-    """The commit of ROOT and whether its tree differs from it, or why that is unknown."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=30)
-        if head.returncode != 0 or not (ROOT / ".git").exists():
-            return "not a git checkout"
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
-        return f"commit {head.stdout.strip()}" + (", working tree modified" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "git unavailable"
-
-
 def print_header(args, unset: dict[str, str]) -> None:
     from importlib.metadata import version
 
@@ -545,7 +481,7 @@ def print_header(args, unset: dict[str, str]) -> None:
     libs = ["numpy", "dask", "distributed", "zarr", "xarray", "pyarrow", "prefect", "gmm-stream"]
     print("versions  : " + ", ".join(f"{lib} {version(lib)}" for lib in libs))
     print(f"python    : {platform.python_version()}")
-    print(f"code      : {ROOT} ({code_version()})")
+    print(f"code      : {ROOT} ({code_version(ROOT)})")
     n_chunks = -(-args.rows // args.chunk_rows)
     size = args.rows * N_FEATURES * (4 if args.dtype == "float32" else 8) / MIB
     print(f"data      : {args.rows} rows x {N_FEATURES} features {args.dtype} = {size:.0f} MiB, uncompressed Zarr v3, "

@@ -81,21 +81,21 @@ import argparse
 import collections
 import contextlib
 import datetime
-import multiprocessing
 import os
 import platform
 import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 import warnings
 from pathlib import Path
+
+from _common import code_version, cpu_stall_seconds, in_child, print_table, spread, true_parameters
+from _common import status_mib as _status_mib
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: unset together, in this process's environment only, before NumPy loads (spawned children inherit it)
@@ -139,22 +139,12 @@ ROW_LABELS = {
 # ---------------------------------------------------------------------------------- data
 
 
-def true_parameters(d: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, means and covariances of the generating mixture (seeded by the shape)."""
-    rng = np.random.default_rng([SEED, d, k])
-    weights = rng.dirichlet(np.full(k, 5.0))
-    means = 3.0 * rng.standard_normal((k, d))
-    a = rng.standard_normal((k, d, d)) / np.sqrt(d)
-    scale = rng.uniform(0.5, 2.0, size=k)[:, None, None]
-    return weights, means, scale * (a @ a.transpose(0, 2, 1) + 0.5 * np.eye(d))
-
-
 def write_store(path: str, n: int, d: int, k: int, chunk_rows: int, missing: float) -> None:
     """An uncompressed Zarr v3 group with one array ``X`` (n, d) float64, written chunk by chunk.
 
     The values of a chunk depend on its first row only (seeded), the missing-value mask on
     a separate seed: the store with missing values is the complete one with values removed."""
-    weights, means, covariances = true_parameters(d, k)
+    weights, means, covariances = true_parameters(d, k, SEED)
     chol = np.linalg.cholesky(covariances)
     group = zarr.open_group(path, mode="w-")
     X = group.create_array(ARRAY, shape=(n, d), chunks=(chunk_rows, d), dtype="float64", compressors=None)
@@ -212,17 +202,6 @@ def passes(reads: collections.Counter[str], n_chunks: int) -> dict:
 # -------------------------------------------------------------------------------- memory
 
 
-def _status_mib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_rss() -> bool:
     """Reset this process's ``VmHWM`` to its current RSS."""
     try:
@@ -231,15 +210,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def cpu_stall_seconds() -> float | None:
-    """Machine-wide time some runnable task waited for a CPU (Linux PSI), or None."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().rsplit("total=", 1)[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Segment:
@@ -339,71 +309,11 @@ def job_fit(method: str, path: str, k: int) -> dict:
     return out
 
 
-def _child_entry(conn, job, args):
-    try:
-        result = job(*args)
-    except BaseException:  # report, never hang the parent
-        result = {"error": traceback.format_exc(limit=8)}
-    conn.send(result)
-    conn.close()
-
-
-def in_child(job, *args) -> dict:
-    """Run ``job(*args)`` in a fresh spawned process and return its result dict."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_entry, args=(sender, job, args))
-    process.start()
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
-        result = None
-    process.join()
-    if result is None:
-        result = {"error": f"child process died with exit code {process.exitcode}"}
-    return result
-
-
 # ---------------------------------------------------------------------------- output
-
-
-def spread(values: list, fmt: str = "{:.1f}") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
-def print_table(title: str, headers: list[str], rows: list[list]) -> None:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    sys.stdout.flush()
 
 
 def verdict(ok: bool | None) -> str:
     return "ERROR" if ok is None else ("PASS" if ok else "MISS")
-
-
-def code_version() -> str:
-    """The commit of ROOT and whether its tree differs from it, or why that is unknown."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=30)
-        if head.returncode != 0 or not (ROOT / ".git").exists():
-            return "not a git checkout"
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
-        return f"commit {head.stdout.strip()}" + (", working tree modified" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "git unavailable"
 
 
 def print_header(args) -> None:
@@ -429,7 +339,7 @@ def print_header(args) -> None:
     libs = ["numpy", "scipy", "scikit-learn", "dask", "zarr", "gmm-stream"]
     print("versions  : " + ", ".join(f"{lib} {version(lib)}" for lib in libs))
     print(f"python    : {platform.python_version()}")
-    print(f"code      : {ROOT} ({code_version()})")
+    print(f"code      : {ROOT} ({code_version(ROOT)})")
     print(f"data      : {args.rows} rows, shapes (d, K) {args.shape_list}, missing (MCAR) {args.missing_list}; "
           f"uncompressed Zarr v3 float64, chunks of {args.chunk_rows} rows "
           f"({-(-args.rows // args.chunk_rows)} chunks); da.from_zarr(LocalStore array), threaded scheduler")
