@@ -14,8 +14,9 @@ files is the data layer's (``pipeline.save_model``, ``pipeline.load_model``).
 """
 
 from . import _criteria as criteria
-from ._dask import one_blas_thread_per_dask_thread
+from ._dask import lazy_partition_statistics, one_blas_thread_per_dask_thread, partition_statistics
 from ._features import check_features
+from ._incremental import PartitionStatistics, expected_complete_loglik
 from ._init import INIT_PARAMS
 from ._init_checks import check_initial_parameters
 from ._params import COVARIANCE_TYPES, GaussianParams
@@ -32,6 +33,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianParams",
     "LabelMatching",
+    "PartitionStatistics",
     "SufficientStats",
     "canonical_order",
     "check_initial_parameters",
@@ -41,8 +43,11 @@ __all__ = [
     "contingency",
     "distance_matrix",
     "estimate_weighted_log_prob",
+    "expected_complete_loglik",
+    "lazy_partition_statistics",
     "m_step",
     "one_blas_thread_per_dask_thread",
+    "partition_statistics",
     "match_by_overlap",
     "match_to_reference",
     "posterior",

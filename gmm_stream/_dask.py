@@ -115,3 +115,47 @@ def map_rows(X: da.Array, func, params: GaussianParams, n_columns: int | None, d
     if n_columns is None:
         return da.map_blocks(func, X, p, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype))
     return da.map_blocks(func, X, p, chunks=(X.chunks[0], (n_columns,)), dtype=dtype, meta=np.empty((0, 0), dtype))
+
+
+def lazy_partition_statistics(X, params: GaussianParams, partitions, sample_weight=None) -> dict:
+    """One lazy (``dask.delayed``) :class:`SufficientStats` per partition of the rows of ``X``.
+
+    Parameters
+    ----------
+    X : ndarray or dask.array.Array of shape (n_samples, n_features)
+    params : GaussianParams
+    partitions : mapping of str to (start, stop)
+        Row ranges of ``X``, by key.
+    sample_weight : ndarray or dask.array.Array of shape (n_samples,), optional
+
+    Returns
+    -------
+    dict of str to Delayed
+        To compute with others in one graph (a chunk shared by two partitions is read once).
+    """
+    X = as_dask(X)
+    w = None if sample_weight is None else da.asarray(sample_weight).rechunk((X.chunks[0],))
+    p = dask.delayed(params, traverse=False)
+    out = {}
+    for key, (start, stop) in partitions.items():
+        rows = X[int(start):int(stop)]
+        if rows.shape[0] == 0:
+            diagonal = params.covariance_type in ("diag", "spherical")
+            out[key] = dask.delayed(SufficientStats.zeros(np.asarray(params.means, np.float64), diagonal))
+            continue
+        blocks = rows.to_delayed().ravel()
+        weights = [None] * len(blocks) if w is None else w[int(start):int(stop)].to_delayed().ravel()
+        parts = [dask.delayed(chunk_statistics, pure=True)(b, p, sample_weight=wb) for b, wb in zip(blocks, weights)]
+        out[key] = _tree_sum(parts)
+    return out
+
+
+def partition_statistics(X, params: GaussianParams, partitions, sample_weight=None) -> dict[str, SufficientStats]:
+    """:func:`lazy_partition_statistics`, computed in one graph on the active scheduler."""
+    lazy = lazy_partition_statistics(X, params, partitions, sample_weight)
+    if not lazy:
+        return {}
+    values = list(lazy.values())
+    with one_blas_thread_per_dask_thread(values):
+        computed = dask.compute(*values)
+    return dict(zip(lazy, computed))

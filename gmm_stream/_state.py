@@ -245,10 +245,15 @@ _MODEL_KEYS: dict[str, v.Checker] = {
     "n_empty_rows": v.integer(0),
     "online": v.obj({"steps": v.integer(1), "n_seen": v.number(0.0), "loglik": v.number(minus_infinity=True),
                      "n_rows": v.number(0.0)}),
+    "partitions": v.obj({"keys": v.list_of(v.string()), "visits": v.list_of(v.integer(0)),
+                         "entropy": v.list_of(v.number()), "refreshes": v.integer(0),
+                         "loglik": v.list_of(v.number()), "n_rows": v.list_of(v.number(0.0)),
+                         "n_empty": v.list_of(v.integer(0))}),
 }
 #: keys of a model state that may be missing: ``online`` (only a model fitted by
-#: ``partial_fit`` has it: the running averages of online EM, so a stream can continue)
-_OPTIONAL_MODEL_KEYS = ("online",)
+#: ``partial_fit`` has it: the running averages of online EM, so a stream can continue) and
+#: ``partitions`` (only a model with a partition record, for ``refresh``: incremental EM)
+_OPTIONAL_MODEL_KEYS = ("online", "partitions")
 #: the running statistics of online EM, ``online_<name>`` arrays of a model state
 ONLINE_ARRAYS = ("N", "S1", "S2", "center")
 
@@ -285,7 +290,28 @@ def model_state(model) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta["online"] = {"steps": int(online.steps), "n_seen": float(online.n_seen), "loglik": float(st.loglik),
                           "n_rows": float(st.n_rows)}
         arrays.update({f"online_{name}": np.asarray(getattr(st, name), dtype=np.float64) for name in ONLINE_ARRAYS})
+    record = model.__dict__.get("partitions_")
+    if record is not None and len(record):
+        meta["partitions"], more = record.to_state()
+        arrays.update(more)
     return meta, arrays
+
+
+def _partitions_layout(src, meta: dict, covariance_type: str, k: int, d: int) -> dict:
+    """Shapes of the ``partitions_*`` arrays of a partition record of ``P`` partitions, after
+    checking that its lists all have ``P`` distinct keys' entries."""
+    info = meta["partitions"]
+    n = len(info["keys"])
+    if n == 0:
+        raise src.fail("partitions.keys", "is empty; a saved partition record has at least one partition")
+    if len(set(info["keys"])) != n:
+        raise src.fail("partitions.keys", "has duplicate keys; each partition is named once")
+    for name in ("visits", "entropy", "loglik", "n_rows", "n_empty"):
+        if len(info[name]) != n:
+            raise src.fail(f"partitions.{name}", f"has {len(info[name])} entries, expected {n} (one per key)")
+    s2 = (n, k, d, d) if covariance_type in ("full", "tied") else (n, k, d)
+    return {"partitions_N": ((n, k), "f"), "partitions_S1": ((n, k, d), "f"), "partitions_S2": (s2, "f"),
+            "partitions_feature_counts": ((n, d), "i"), "partitions_center": ((k, d), "f")}
 
 
 def _online_layout(covariance_type: str, k: int, d: int) -> dict:
@@ -335,6 +361,8 @@ def check_model_state(meta: Any, headers: Headers | None = None) -> Layout:
     layout = _params_layout("", ct, k, d)
     if "online" in meta:
         layout.update(_online_layout(ct, k, d))
+    if "partitions" in meta:
+        layout.update(_partitions_layout(_MODEL_META, meta, ct, k, d))
     if headers is not None:
         v.check_array_names(_MODEL_ARRAYS, headers, layout)
         v.check_array_headers(_MODEL_ARRAYS, headers, layout, lambda name: _shape_context(ct, k, d, name))
@@ -346,6 +374,8 @@ def model_from_state(meta: Any, arrays: Mapping[str, Any]) -> GaussianParams:
     layout = check_model_state(meta, v.headers_of(arrays))
     checked = v.as_checked_arrays(_MODEL_ARRAYS, arrays, layout)
     online_arrays(meta, checked)  # checked with the rest
+    if "partitions" in meta:
+        v.check_nonnegative(_MODEL_ARRAYS, "partitions_N", checked["partitions_N"])
     # scikit-learn's initial weights of 'k-means++' and 'random_from_data' sum to K/n;
     # a model fitted with max_iter=0 keeps them
     return _checked_params(_MODEL_ARRAYS, checked, "", meta["params"]["covariance_type"],

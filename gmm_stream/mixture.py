@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from numbers import Integral, Real
@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from . import _criteria, _dask, _state
 from ._array_api import Namespace, check_same_namespace, dispatch_enabled, input_namespace, to_numpy
 from ._features import check_features
+from ._incremental import PartitionStatistics
 from ._init import INITIAL_RESPONSIBILITIES, draw_sample, initial_parameters, parameters_from_responsibilities
 from ._init_checks import check_init_array, check_precisions_init, check_weights_init
 from ._params import (
@@ -626,6 +627,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._set_fitted(best, X.dtype, namespace)
         self.n_iter_sample_ = sample_iterations.get(best_init, 0)
         self.__dict__.pop("_online", None)  # a batch fit starts a new stream
+        self.__dict__.pop("partitions_", None)  # and a new partition record (see ``refresh``)
         self.n_steps_ = 0
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -739,6 +741,133 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         bound = float(stats.loglik / stats.n_rows)
         self.lower_bound_: float = bound
         self.lower_bounds_ = np.append(np.asarray(getattr(self, "lower_bounds_", [])), bound)
+
+    # ----------------------------------------------------------------------- incremental EM
+
+    def refresh(self, X: Data, partitions: Mapping[str, tuple[int, int]], sample_weight: ArrayLike | None = None,
+                *, remove: Iterable[str] = ()) -> GaussianMixture:
+        """Incremental EM (Neal & Hinton 1998): update the model from some partitions of the data.
+
+        The model keeps, in :attr:`partitions_`, the sufficient statistics of every
+        partition it has seen, each computed under the parameters of that partition's last
+        visit, and its parameters are the M-step of their sum. ``refresh`` visits the
+        partitions of ``partitions`` (new ones, changed ones, or old ones whose statistics
+        have grown stale): their statistics are replaced by fresh ones under the current
+        parameters, the M-step follows, and this repeats over the same partitions until the
+        lower bound changes by less than ``tol`` (at most ``max_iter`` times). Partitions in
+        ``remove`` are subtracted first. The partitions not visited keep their statistics.
+
+        What it guarantees: each visit and each M-step does not decrease the free energy
+        ``F`` (a lower bound of the log-likelihood of all the data the record holds; up to
+        ``reg_covar``'s effect on the M-step), which ``lower_bounds_`` reports per row;
+        ``F`` equals the log-likelihood when every partition was last visited under the
+        current parameters, and then one refresh of every partition is one batch EM
+        iteration over all the data. What it does not: the unvisited partitions'
+        statistics stay those of older parameters, so after a partial refresh the model is
+        not exactly the batch fixed point of all the data (visit the stalest partitions in
+        each refresh to keep them close). The derivation is in docs/math.md.
+
+        Parameters
+        ----------
+        X : array-like, dask array or xarray.DataArray of shape (n_samples, n_features)
+            The rows the partitions are ranges of.
+        partitions : mapping of str to (start, stop)
+            The partitions to visit, by key, each a row range ``X[start:stop]``. A key not in
+            :attr:`partitions_` enters the record.
+        sample_weight : array-like of shape (n_samples,), optional
+        remove : iterable of str
+            Keys of partitions whose data are gone: their statistics are subtracted.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted (``fit`` or ``partial_fit`` it first).
+        InvalidInputError
+            A row range outside ``X``, a key both visited and removed, or no partition left.
+        """
+        params = self._fitted().astype(np.float64)
+        X = self._validate_X(X, reset=False)
+        w = self._validate_weights(sample_weight, X)
+        parts = self._checked_partitions(partitions, X.shape[0], remove)
+        record = self.__dict__.get("partitions_", PartitionStatistics()).removed(remove).next_refresh()
+        if not parts and not record:
+            raise InvalidInputError("refresh: no partition is left to fit (every one was removed and none given)")
+        lower_bounds: list[float] = []
+        converged, n_iter, previous = False, 0, -np.inf
+        if not parts:  # only removals: one M-step from what is left
+            lower_bounds.append(record.free_energy(params) / record.n_rows)
+            params = m_step(record.total(), reg_covar=self.reg_covar, covariance_type=self.covariance_type,
+                            previous=params)
+            converged, n_iter = True, 1
+        while not converged and n_iter < self.max_iter:
+            n_iter += 1
+            try:
+                record = record.visited(params, _dask.partition_statistics(X, params, parts, w))
+                total = record.total()
+                if n_iter == 1:
+                    self._check_first_statistics(total, X.shape[0], check_usable=False)
+                bound = record.free_energy(params) / total.n_rows
+                params = m_step(total, reg_covar=self.reg_covar, covariance_type=self.covariance_type,
+                                previous=params)
+            except NumericalOverflowError as err:
+                raise self._overflow_error(err, X, f"refresh iteration {n_iter}") from None
+            lower_bounds.append(bound)
+            converged = abs(bound - previous) < self.tol
+            previous = bound
+        self._params = params.astype(self._params.dtype)
+        self.partitions_ = record
+        self.__dict__.pop("_online", None)  # a batch update ends an online stream
+        self.n_steps_ = 0
+        self.converged_, self.n_iter_ = bool(converged), n_iter
+        self.lower_bounds_ = np.asarray(lower_bounds, dtype=np.float64)
+        self.lower_bound_ = float(lower_bounds[-1]) if lower_bounds else float(self.lower_bound_)
+        self.n_empty_rows_ = int(sum(s.n_empty for s in record.stats.values()))
+        if not converged and self.max_iter > 0:
+            warnings.warn("refresh did not converge within max_iter; refresh again or increase max_iter",
+                          ConvergenceWarning, stacklevel=2)
+        return self
+
+    def record_partitions(self, statistics: Mapping[str, SufficientStats]) -> GaussianMixture:
+        """Start the partition record of :meth:`refresh` from statistics computed under the
+        fitted parameters (``gmm_stream.partition_statistics(X, model.params_, partitions)``,
+        or its lazy form computed in another pass over the data). Replaces any record.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InvalidInputError
+            If the statistics were not computed under this model's parameters.
+        """
+        params = self._fitted().astype(np.float64)
+        for key, stats in statistics.items():
+            if stats.center.shape != params.means.shape or not np.allclose(stats.center, params.means,
+                                                                            rtol=1e-12, atol=0.0):
+                raise InvalidInputError(
+                    f"the statistics of partition {key!r} were not computed under this model's parameters; "
+                    "compute them with partition_statistics(X, model.params_, partitions)")
+        self.partitions_ = PartitionStatistics().visited(params, statistics)
+        return self
+
+    def _checked_partitions(self, partitions: Mapping[str, tuple[int, int]], n: int,
+                            remove: Iterable[str]) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for key, bounds in partitions.items():
+            start, stop = (int(b) for b in bounds)
+            if not 0 <= start <= stop <= n:
+                raise InvalidInputError(
+                    f"partition {key!r}: rows {start}:{stop} are not a row range of X, which has {n} rows")
+            out[str(key)] = (start, stop)
+        both = sorted(set(out) & {str(k) for k in remove})
+        if both:
+            raise InvalidInputError(f"partition(s) {both} are both visited and removed; pass each to one of the two")
+        return out
 
     def _fit_sample(self, sample, params: GaussianParams, init: int) -> tuple[GaussianParams, int]:
         """EM to convergence on the in-memory ``sample`` from ``params`` (the first stage of a
@@ -955,6 +1084,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         new = copy.copy(self)
         new.__dict__ = copy.deepcopy({key: value for key, value in self.__dict__.items() if key != "_params"})
         new._params = params
+        if "partitions_" in self.__dict__:
+            new.partitions_ = self.partitions_.permuted(np.asarray(order))
         return new
 
     def permute_components(self, order: ArrayLike) -> GaussianMixture:
@@ -1223,6 +1354,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     np.zeros(online["center"].shape[1], np.int64))
             model._online = _OnlineState(stats, int(info["steps"]), float(info["n_seen"]))
             model.n_steps_ = int(info["steps"])
+        if "partitions" in meta:
+            model.partitions_ = PartitionStatistics.from_state(meta["partitions"], arrays)
         model.n_empty_rows_ = meta["n_empty_rows"]
         return model
 
