@@ -531,8 +531,8 @@ def _api_url() -> str | None:
 
 
 def run_job(job: Job, job_path: Path, overrides: list[str], *, verbose: bool = False,
-            progress: bool = True) -> dict[str, Any]:
-    """Run the job's flow in this process, with progress bars; return the flow's summary.
+            progress: bool = True, flow_name: str | None = None) -> dict[str, Any]:
+    """Run the job's flow (or ``flow_name``) in this process, with progress bars; return the flow's summary.
 
     Without a configured ``PREFECT_API_URL``, against a temporary local server of ours
     (see the module's docstring), started while the flows are imported.
@@ -544,7 +544,7 @@ def run_job(job: Job, job_path: Path, overrides: list[str], *, verbose: bool = F
     took_sigint = _interrupts.begin()
     try:
         server = _local_server(err)
-        flow = _flow_for(job.flow)  # imports Prefect and the flows while the server starts
+        flow = _flow_for(flow_name or job.flow)  # imports Prefect and the flows while the server starts
         with _console_logging(err, verbose), _serving(server):
             try:
                 if not progress:
@@ -581,6 +581,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("BIC / AIC / ICL", " / ".join(f"{summary[k]:.6g}" for k in ("bic", "aic", "icl") if k in summary)),
         ("label matching cost", summary.get("matching_cost") is not None and f"{summary['matching_cost']:.4g}"),
         ("anomalies", summary.get("anomalies")),
+        ("refresh", summary.get("refresh") and "{new} new, {changed} changed, {stale} stalest, {removed} removed "
+                                               "partition(s), {rows_read} rows read by EM".format(
+            **{k: len(v) if isinstance(v, list) else v for k, v in summary["refresh"].items()})),
         ("model saved", summary["outputs"].get("model") if summary["flow"] != "predict" else None),
         ("predictions", ", ".join(summary["outputs"].get("predictions", [])) or None),
         ("report", summary.get("report")),
@@ -611,6 +614,26 @@ def run(job: JobArg, set_: SetOpt = None, debug: DebugOpt = False, verbose: Verb
         _print_summary(run_job(spec, job, set_ or [], verbose=verbose, progress=progress))
 
 
+@app.command()
+def update(job: JobArg, set_: SetOpt = None, debug: DebugOpt = False, verbose: VerboseOpt = False,
+           progress: ProgressOpt = True) -> None:
+    """Refresh the published model of a fit job with the data added since (incremental EM).
+
+    Reads only the input's new and changed partitions (Parquet files, Zarr row chunks),
+    keeps the preprocessing of the first run, and publishes a new output set. Without a
+    published model it fits from scratch.
+    """
+    with _handled(debug):
+        spec = load_job(job, set_ or [])
+        if spec.flow not in ("fit", "update"):
+            raise ConfigError(job, [("flow", f"is {spec.flow!r}; `gmm-stream update` refreshes the model of a "
+                                             "'fit' or 'update' job")])
+        from flows.preflight import preflight
+
+        preflight(spec)
+        _print_summary(run_job(spec, job, set_ or [], verbose=verbose, progress=progress, flow_name="update"))
+
+
 CheckInputsOpt = Annotated[bool, typer.Option(
     "--check-inputs", help="Also check that the inputs exist and open (metadata only) and that no output "
                            "overlaps an input.")]
@@ -628,7 +651,9 @@ def validate(job: JobArg, set_: SetOpt = None, check_inputs: CheckInputsOpt = Fa
         what = {"fit": lambda: f"{spec.model.n_components} components, {spec.model.covariance_type}",
                 "select": lambda: f"grid n_components={spec.selection.n_components} x "
                                   f"{spec.selection.covariance_types}, by {spec.selection.criterion.upper()}",
-                "predict": lambda: f"model {spec.predict.model}"}[spec.flow]()
+                "predict": lambda: f"model {spec.predict.model}",
+                "update": lambda: f"refresh of {spec.model.n_components} components, {spec.model.covariance_type}",
+                }[spec.flow]()
         out = _stdout()
         out.print(f"{escape(str(job))}: valid ({spec.flow} flow: {spec.source.format} source "
                   f"{escape(spec.source.path)}; {escape(what)}; output {escape(spec.output.directory)})")

@@ -46,7 +46,7 @@ def predict_flow(job_path: str, overrides: list[str] | None = None,
         dataset = prepare_source(job).with_preprocessor(saved.preprocessor)
         run = start_run(job, outputs, dataset.identity)
         threshold = anomaly_threshold(saved.training, job.predict.anomaly_quantile)
-        scores, written = write_predictions(job, run, saved.model, dataset, threshold=threshold)  # one pass
+        scores, written, _ = write_predictions(job, run, saved.model, dataset, threshold=threshold)  # one pass
         report = model_report(job, dataset.identity, compute, saved.model, scores, preprocessor=saved.preprocessor,
                               outputs={"model": str(saved.path), "predictions": written}, started=started)
         report.lower_bounds = []  # the saved model's training history is not this run's

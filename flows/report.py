@@ -123,6 +123,8 @@ class RunReport:
     covariances: np.ndarray | None = field(default=None, repr=False)
     sample_anomalous: np.ndarray | None = field(default=None, repr=False)
     umap_sample: np.ndarray | None = field(default=None, repr=False)
+    #: update runs: what the refresh read (:meth:`pipeline.partitions.RefreshPlan.to_dict`)
+    refresh: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in _ARRAYS}
@@ -222,6 +224,11 @@ def render_markdown(report: RunReport) -> str:
         facts.append(("means", f"in {report.space['description']}"))
     if report.resumed_from is not None:
         facts.append(("resumed", f"from the checkpoint at iteration {report.resumed_from}"))
+    if report.refresh is not None:
+        r = report.refresh
+        facts.append(("refresh", f"{len(r['new'])} new, {len(r['changed'])} changed, {len(r['stale'])} stalest and "
+                                 f"{len(r['removed'])} removed partition(s) ({r['rows_read']} rows read by EM); "
+                                 f"{r['unchanged']} kept"))
     if report.seconds is not None:
         facts.append(("time", f"{report.seconds:.1f} s"))
     parts.append(_table([{"": k, "value": v} for k, v in facts], ["", "value"]))
@@ -235,13 +242,15 @@ def render_markdown(report: RunReport) -> str:
     if report.matching is not None:
         m = report.matching
         parts.append("\n## Labels\n")
-        if m.get("reference"):
+        if m.get("distance") == "refresh":
+            parts.append(f"Refreshed from the published model `{m['reference']}`: every component keeps its label.\n")
+        elif m.get("reference"):
             parts.append(f"Matched to the reference `{m['reference']}` by the Hungarian algorithm on the "
                          f"{m['distance']} distance; total cost {_fmt(m['total_cost'])}.\n\n")
             parts.append(_table(m["pairs"]))
         else:
             parts.append("Canonical order: decreasing weight (no reference model).\n")
-        if m.get("note"):
+        if m.get("note") and m.get("distance") != "refresh":
             parts.append(f"\n{m['note']}\n")
     if report.anomalies is not None:
         a = report.anomalies

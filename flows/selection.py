@@ -69,7 +69,7 @@ def select_flow(job_path: str, overrides: list[str] | None = None,
         best = min(results, key=lambda r: (r.scores.criterion(criterion), r.fit.candidate.n_components))
         model, matching = label_model(job, best.fit.model, dataset)  # a relabelled copy, before any scoring
         # the best model's scores again, of the relabelled model, from the pass that writes its predictions
-        scores, written = write_predictions(job, run, model, dataset)
+        scores, written, model = write_predictions(job, run, model, dataset)
         model_dir = save_model(job, run, model, dataset.preprocessor, scores, dataset.identity, matching)
         report = model_report(job, dataset.identity, compute, model, scores, fit=best.fit, matching=matching,
                               preprocessor=dataset.preprocessor, outputs={"model": model_dir, "predictions": written},

@@ -14,6 +14,7 @@ for the initial sample), then one pass that writes every sink and gathers the sc
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -35,7 +36,7 @@ from flows.exceptions import ModelNotFoundError
 from flows.labels import label_components
 from flows.preflight import output_set
 from flows.report import RunReport, publish_artifacts, write_report
-from gmm_stream import EMState, GaussianMixture
+from gmm_stream import EMState, GaussianMixture, lazy_partition_statistics
 from gmm_stream.exceptions import GMMStreamError, ModelFormatError
 from gmm_stream.matching import LabelMatching
 from pipeline import (
@@ -59,8 +60,10 @@ from pipeline.checkpoints import matching_checkpoint, write_fingerprint
 from pipeline.labels import label_overlap, read_labels
 from pipeline.model_directory import SavedModel, read_model_directory, training_record, write_model_directory
 from pipeline.output_set import OutputSet, Run
+from pipeline.partitions import RefreshPlan, partition_identities
 from pipeline.provenance import canonical_json
 from pipeline.scoring import QUANTILE_LEVELS, quantile_at, score
+from pipeline.sources import Partition
 
 __all__ = [
     "Candidate",
@@ -331,14 +334,42 @@ def label_model(job: Job, model: GaussianMixture, dataset: Dataset) -> tuple[Gau
 
 @task(name="save-model", **IO)
 def save_model(job: Job, run: Run, model: GaussianMixture, preprocessor: Preprocessor, scores: Scores,
-               identity: dict[str, Any], matching: LabelMatching | None) -> str:
+               identity: dict[str, Any], matching: LabelMatching | None,
+               partitions: list[Partition] | None = None) -> str:
     """Write ``model/`` into the run (:mod:`pipeline.model_directory`): the model, its
-    preprocessing, the training record and the job. Written atomically; a resumed run
-    replaces the copy an interrupted attempt wrote."""
+    preprocessing, the training record, the job and, with a partition record, the identity
+    of each partition. Written atomically; a resumed run replaces the copy an interrupted
+    attempt wrote."""
     training = training_record(scores, labels=None if matching is None else matching.to_dict(),
                                provenance=make_provenance(job.settings(), identity))
-    write_model_directory(run.path(job.model_dir), model, preprocessor, training, job.settings())
+    identities = None
+    if partitions is not None and "partitions_" in model.__dict__:
+        identities = partition_identities(partitions)
+    write_model_directory(run.path(job.model_dir), model, preprocessor, training, job.settings(), identities)
     return str(job.model_dir)
+
+
+#: a partition record larger than this (``P × K × d²`` float64 statistics) is not kept: a
+#: later ``update`` then fits from scratch
+MAX_RECORD_BYTES = 256 * 2**20
+
+
+def record_size(model: GaussianMixture, partitions: list[Partition]) -> int:
+    """Bytes of the partition record of ``model`` over ``partitions``."""
+    k, d = model.n_components, model.n_features_in_
+    per = k * (1 + d + (d * d if model.covariance_type in ("full", "tied") else d)) + d
+    return 8 * per * len(partitions)
+
+
+def partitions_to_record(model: GaussianMixture, dataset: Dataset) -> list[Partition] | None:
+    """The source's partitions, when the model can keep a record of them (not too large)."""
+    partitions = dataset.source.partitions(dataset.data)
+    size = record_size(model, partitions)
+    if size > MAX_RECORD_BYTES:
+        logger.warning("the partition record would take %d MiB (%d partitions); it is not kept, so a later update "
+                       "fits from scratch: use larger source chunks (chunk_bytes)", size >> 20, len(partitions))
+        return None
+    return partitions
 
 
 @task(name="load-model", **IO)
@@ -354,14 +385,18 @@ def load_saved_model(path: str) -> SavedModel:
 
 @task(name="write-predictions", **IO)
 def write_predictions(job: Job, run: Run, model: GaussianMixture, dataset: Dataset,
-                      threshold: float | None = None) -> tuple[Scores, list[str]]:
+                      threshold: float | None = None, partitions: list[Partition] | None = None,
+                      ) -> tuple[Scores, list[str], GaussianMixture]:
     """Predictions and scores in one pass: every sink (and, for predict, the anomaly flags)
-    written from the same E-step of each chunk, and the scores the report needs.
+    written from the same E-step of each chunk, and the scores the report needs; with
+    ``partitions``, the sufficient statistics of each partition under ``model`` too (the
+    partition record of a later ``update``).
 
     Each output goes into the run directory; a resumed run keeps the ones an interrupted
     attempt finished (each was written atomically, so an existing one is complete). On a
-    ``distributed`` cluster the workers write their chunks. Returns the scores and the
-    paths where the outputs are published.
+    ``distributed`` cluster the workers write their chunks. Returns the scores, the
+    paths where the outputs are published, and ``model`` (with ``partitions``: a copy
+    whose partition record holds those statistics).
     """
     results = predict_results(model, dataset.model_input, anomaly_threshold=threshold)
     settings = job.settings()
@@ -376,10 +411,29 @@ def write_predictions(job: Job, run: Run, model: GaussianMixture, dataset: Datas
             logger.info("%s: written by the interrupted attempt of this run; kept", path)
             continue
         sinks.append(make_sink(kind, target, **options))
-    values = score_values(results, dataset.model_input, max_points=job.report.max_plot_points)
-    (computed,) = write_results(sinks, results, provenance=make_provenance(settings, dataset.identity),
-                                settings=_without_none(settings), params=model_params(model), values=[values])
-    return scores_from(computed, model.params_.n_parameters(), threshold), written
+    values: list[Any] = [score_values(results, dataset.model_input, max_points=job.report.max_plot_points)]
+    if partitions is not None:
+        values.append(lazy_partition_statistics(dataset.model_input.data, model.params_.astype(np.float64),
+                                                {p.key: (p.start, p.stop) for p in partitions}))
+    computed = write_results(sinks, results, provenance=make_provenance(settings, dataset.identity),
+                             settings=_without_none(settings), params=model_params(model), values=values)
+    if partitions is not None:
+        model = copy.deepcopy(model).record_partitions(computed[1])
+    return scores_from(computed[0], model.params_.n_parameters(), threshold), written, model
+
+
+@task(name="refresh-model", cache_policy=NONE)
+def refresh_model(job: Job, model: GaussianMixture, dataset: Dataset, plan: RefreshPlan) -> FitResult:
+    """Incremental EM from the published ``model``: visit the plan's partitions (new, changed,
+    stalest) to ``tol``, subtract the removed ones (``GaussianMixture.refresh``)."""
+    assert job.model is not None
+    start = time.perf_counter()
+    model = copy.deepcopy(model).set_params(tol=job.model.tol, max_iter=job.model.max_iter,
+                                             reg_covar=job.model.reg_covar)
+    logger.info("refresh: %s", plan.to_dict())
+    model.refresh(dataset.model_input, plan.rows, remove=plan.removed)
+    return FitResult(Candidate(model.n_components, model.covariance_type), model, None,
+                     time.perf_counter() - start)
 
 
 def _without_none(value: Any) -> Any:

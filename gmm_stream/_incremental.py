@@ -149,10 +149,16 @@ class PartitionStatistics:
         return replace(self, refreshes=self.refreshes + 1)
 
     def stalest(self, n: int, exclude: Iterable[str] = ()) -> list[str]:
-        """The ``n`` partitions visited longest ago (ties by key), leaving out ``exclude``."""
+        """The ``n`` partitions visited longest ago, leaving out ``exclude``; ties are taken in
+        key order starting at a place that moves with ``refreshes``, so partitions last
+        visited together are taken in turn over successive refreshes."""
         skip = set(exclude)
-        order = sorted((v, k) for k, v in self.visits.items() if k not in skip)
-        return [k for _, k in order[: max(0, n)]]
+        keys = sorted(k for k in self.visits if k not in skip)
+        if not keys:
+            return []
+        shift = self.refreshes % len(keys)
+        turn = {k: (i - shift) % len(keys) for i, k in enumerate(keys)}
+        return sorted(keys, key=lambda k: (self.visits[k], turn[k]))[: max(0, n)]
 
     def permuted(self, order: np.ndarray) -> PartitionStatistics:
         """The record with components reordered as a model permuted by ``order``."""

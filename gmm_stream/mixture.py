@@ -834,7 +834,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def record_partitions(self, statistics: Mapping[str, SufficientStats]) -> GaussianMixture:
         """Start the partition record of :meth:`refresh` from statistics computed under the
         fitted parameters (``gmm_stream.partition_statistics(X, model.params_, partitions)``,
-        or its lazy form computed in another pass over the data). Replaces any record.
+        or its lazy form computed in another pass over the data). Replaces any record (keeping
+        its count of refreshes).
 
         Returns
         -------
@@ -852,7 +853,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise InvalidInputError(
                     f"the statistics of partition {key!r} were not computed under this model's parameters; "
                     "compute them with partition_statistics(X, model.params_, partitions)")
-        self.partitions_ = PartitionStatistics().visited(params, statistics)
+        refreshes = self.partitions_.refreshes if "partitions_" in self.__dict__ else 0
+        self.partitions_ = PartitionStatistics(refreshes=refreshes).visited(params, statistics)
         return self
 
     def _checked_partitions(self, partitions: Mapping[str, tuple[int, int]], n: int,

@@ -8,6 +8,7 @@ checkpoint      ``gmm-stream-em-state``     1                  ``state.json`` of
 preprocessing   ``gmm-stream-preprocessing`` 2 (reads 1)       ``preprocessing.json``
 training        ``gmm-stream-training``     1                  ``training.json`` beside a model
 run             ``gmm-stream-run``          1                  ``run.json`` of a run directory
+partitions      ``gmm-stream-partitions``   1                  ``partitions.json`` beside a model
 result          ``gmm_stream_result``       ``"0.1.0"``        the stamp of every sink's output
 anomalies       ``gmm_stream_anomalies``    ``"0.1.0"``        the stamp of the anomaly flags
 =============== =========================== ================== ==================================
@@ -91,6 +92,7 @@ FORMATS: dict[str, Format] = {f.kind: f for f in (
     Format("preprocessing", "gmm-stream-preprocessing", 2, "saved gmm-stream preprocessing"),
     Format("training", "gmm-stream-training", 1, "gmm-stream training record"),
     Format("run", "gmm-stream-run", 1, "gmm-stream run marker"),
+    Format("partitions", "gmm-stream-partitions", 1, "gmm-stream partition identities"),
     _encoding("result", "gmm_stream_result", "0.1.0", "gmm-stream result"),
     _encoding("anomalies", "gmm_stream_anomalies", "0.1.0", "gmm-stream anomaly table"),
 )}

@@ -121,6 +121,7 @@ from flows.config.schema import (
     Str,
     SyntheticConfig,
     ThreadsCompute,
+    UpdateConfig,
     ZarrSelection,
     ZarrSinkConfig,
     ZarrSource,

@@ -397,6 +397,14 @@ class PredictConfig(_Model):
         "anomalies.parquet", description="Anomaly flags (Parquet); must be inside output.directory.")
 
 
+class UpdateConfig(_Model):
+    """Refreshing a fitted model with the data added since (flow ``update``)."""
+
+    stale_partitions: Annotated[int, Field(strict=True, ge=0, le=MAX_ROWS)] = Field(
+        0, description="Unchanged partitions to read again besides the new and changed ones, those visited "
+                       "longest ago first.")
+
+
 # ---------------------------------------------------------------------------- outputs
 
 
@@ -579,7 +587,7 @@ class Job(_Model):
     version: Literal[1] = Field(1, description="Schema version of the job file.")
     name: Name = Field("gmm-stream", description="Job name (letters, digits, '.', '_', '-').")
     description: str | None = None
-    flow: Literal["fit", "predict", "select"] = Field("fit", description="Which flow runs the job.")
+    flow: Literal["fit", "predict", "select", "update"] = Field("fit", description="Which flow runs the job.")
     source: SourceConfig
     preprocessing: list[Step] = Field(
         default_factory=list, description="Steps, in the order log1p, standardize, pca (each optional)."
@@ -587,6 +595,7 @@ class Job(_Model):
     model: ModelConfig | None = Field(None, description="The estimator (flows fit and select).")
     selection: SelectionConfig | None = Field(None, description="The grid (flow select).")
     predict: PredictConfig | None = Field(None, description="The saved model and anomaly rule (flow predict).")
+    update: UpdateConfig | None = Field(None, description="How a refresh reads the data (flow update).")
     output: OutputConfig
     compute: ComputeConfig = Field(default_factory=ThreadsCompute)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -615,8 +624,10 @@ class Job(_Model):
     def _flow_sections(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         flow = self.flow
-        if flow == "fit" and self.model is None:
-            problems.append(("model", "required for flow 'fit'"))
+        if flow in ("fit", "update") and self.model is None:
+            problems.append(("model", f"required for flow {flow!r}"))
+        if flow not in ("fit", "update") and self.update is not None:
+            problems.append(("update", f"only used by flows 'fit' and 'update' (flow is {flow!r})"))
         if flow == "select" and self.selection is None:
             problems.append(("selection", "required for flow 'select'"))
         if flow == "predict" and self.predict is None:

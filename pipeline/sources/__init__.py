@@ -15,12 +15,13 @@ import xarray as xr
 
 from pipeline.exceptions import SourceFormatError
 from pipeline.sources.anndata_source import AnnDataSource, AnnDataSourceOptions
-from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source
+from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Partition, Source
 from pipeline.sources.parquet_source import IntegerColumnWarning, ParquetSource, ParquetSourceOptions
 from pipeline.sources.zarr_source import ZarrSource, ZarrSourceOptions
 
 __all__ = [
     "Source",
+    "Partition",
     "ZarrSource",
     "ParquetSource",
     "IntegerColumnWarning",

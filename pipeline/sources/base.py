@@ -6,6 +6,7 @@ import abc
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -18,12 +19,39 @@ from pipeline.atomic import protect_inputs
 from pipeline.exceptions import SelectionError, SourceDtypeError, SourceNotFoundError, SourceShapeError
 from pipeline.options import Options
 
-__all__ = ["Source", "SAMPLE_DIM", "FEATURE_DIM"]
+__all__ = ["Source", "Partition", "SAMPLE_DIM", "FEATURE_DIM"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_DIM: str = "sample"
 FEATURE_DIM: str = "feature"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A part of a source that an incremental refresh can read alone.
+
+    Attributes
+    ----------
+    key : str
+        Names the partition from one run to the next (a file's path, a row range).
+    start, stop : int
+        Its rows in the opened matrix, ``data[start:stop]`` (they may move when other
+        partitions are added or removed; the key does not).
+    identity : dict or None
+        What changes when the partition's data change (size, modification time, rows), as
+        JSON; None when it cannot be known cheaply: the partition is then read at every
+        refresh.
+    """
+
+    key: str
+    start: int
+    stop: int
+    identity: dict[str, Any] | None
+
+    def unchanged(self, stored: dict[str, Any] | None) -> bool:
+        """Whether ``stored`` (the identity recorded at an earlier visit) still describes it."""
+        return self.identity is not None and stored is not None and self.identity == stored
 
 
 class Source(abc.ABC):
@@ -117,6 +145,16 @@ class Source(abc.ABC):
             "dtype": str(data.dtype),
             "mtime": self._modification_time(),
         }
+
+    def partitions(self, data: xr.DataArray) -> list[Partition]:
+        """The partitions of the opened ``data`` for incremental refreshes, in row order.
+
+        This default is one partition, the whole input, whose identity is the input's (a
+        change anywhere changes it); Parquet sources give one partition per file, Zarr
+        arrays one per row chunk.
+        """
+        identity = self.identity(data)
+        return [Partition("all", 0, int(data.shape[0]), identity if identity.get("mtime") else None)]
 
     def _modification_time(self) -> str | None:
         """Latest modification time of the input (UTC ISO 8601), walking directories."""

@@ -34,7 +34,7 @@ from pipeline.exceptions import (
 )
 from pipeline.options import NonEmptyStr, Options
 from pipeline.sources._damage import RESTORE, describe_error, is_damage
-from pipeline.sources.base import Source
+from pipeline.sources.base import Partition, Source
 
 __all__ = ["ParquetSource", "ParquetSourceOptions", "IntegerColumnWarning"]
 
@@ -308,12 +308,29 @@ class ParquetSource(Source):
         if self.columns is None:
             self._report_default_selection(columns, schemas)
         dtype = _matrix_dtype([schema.field(c).type for _, schema in schemas for c in columns])
+        self._file_rows = _rows_per_file(files, row_groups)
         n_rows = sum(n for _, _, n in row_groups)
         chunks = row_chunks(n_rows, self._rows(n_rows, len(columns), dtype))
         plan = _plan(row_groups, chunks) if n_rows else []
         data = self._lazy_matrix(fs, plan, chunks, columns, dtype)
         ids = self._lazy_ids(fs, plan, chunks, schemas) if self.id_column else None
         return self._data_array(data, sample_ids=ids, feature_names=np.asarray(columns), name=None)
+
+    def partitions(self, data: xr.DataArray) -> list[Partition]:
+        """One partition per file, keyed by its path; its identity is the file's size,
+        modification time and row count (from the listing and the footers read at open)."""
+        rows = getattr(self, "_file_rows", None)
+        if rows is None:
+            raise RuntimeError("open() the source before asking for its partitions")
+        fs, _ = self._filesystem()
+        parts, start = [], 0
+        for path, n in rows:
+            info = fs.info(path)
+            mtime = info.get("mtime", info.get("LastModified", info.get("ETag")))
+            identity = {"size": info.get("size"), "mtime": str(mtime) if mtime is not None else None, "rows": n}
+            parts.append(Partition(_display(fs, path), start, start + n, identity if mtime is not None else None))
+            start += n
+        return parts
 
     def _inspect(
         self, fs: fsspec.AbstractFileSystem, files: Sequence[str]
@@ -435,6 +452,14 @@ class ParquetSource(Source):
             for pieces, n in zip(plan, chunks, strict=True)
         ]
         return da.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def _rows_per_file(files: Sequence[str], row_groups: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    """``(file, rows)`` of every file, in the order of the matrix's rows."""
+    counts = dict.fromkeys(files, 0)
+    for path, _, n in row_groups:
+        counts[path] += n
+    return list(counts.items())
 
 
 def _hidden(path: str, root: str) -> bool:

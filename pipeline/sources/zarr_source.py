@@ -13,6 +13,7 @@ import zarr
 from pydantic import Field, model_validator
 
 from pipeline._chunks import DEFAULT_CHUNK_BYTES, row_chunks
+from pipeline._paths import is_url
 from pipeline.exceptions import OptionsError, SelectionError, SourceFormatError
 from pipeline.options import NonEmptyStr, Options
 from pipeline.sources._damage import (
@@ -26,7 +27,7 @@ from pipeline.sources._damage import (
     lazy_blocks,
     open_store,
 )
-from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Source, as_names
+from pipeline.sources.base import FEATURE_DIM, SAMPLE_DIM, Partition, Source, as_names
 
 __all__ = ["ZarrSource", "ZarrSourceOptions"]
 
@@ -192,6 +193,7 @@ class ZarrSource(Source):
         ids_what = None if ids_node is None else f"sample-id array {ids_node.path!r}"
         names_what = None if names_node is None else f"feature-name array {names_node.path!r}"
         self._check_chunks([(what, node), (ids_what, ids_node), (names_what, names_node)])
+        self._layout = ChunkLayout.of(node, self.path)  # for partitions()
         data = self._lazy(node, what, (rows, node.shape[1]))
         if data.dtype != dtype:
             data = data.astype(dtype)
@@ -202,6 +204,22 @@ class ZarrSource(Source):
         if names_node is not None:
             names = as_names(self._blocks(names_node, str(names_what))[(slice(None),)])
         return self._data_array(data, sample_ids=ids, feature_names=names, name=self.array or node.basename)
+
+    def partitions(self, data: xr.DataArray) -> list[Partition]:
+        """One partition per row chunk of ``data`` (a whole number of stored chunks), keyed by its
+        rows; its identity is the size and modification time of each stored object it covers
+        (local stores; for a remote store, or a variable of an xarray dataset, the base class's
+        single partition)."""
+        layout: ChunkLayout | None = getattr(self, "_layout", None)
+        if layout is None or is_url(self.path):
+            return super().partitions(data)
+        parts, start = [], 0
+        for n in data.data.chunks[0]:
+            stop = start + int(n)
+            objects = [_file_stat(layout.file(c)) for c in layout.coords_in([(start, stop), (0, layout.shape[1])])]
+            parts.append(Partition(f"rows {start}-{stop}", start, stop, {"objects": objects}))
+            start = stop
+        return parts
 
     # -- damaged and missing chunks ---------------------------------------------------------
 
@@ -337,3 +355,12 @@ class ZarrSource(Source):
                 f"coordinate {name!r} of variable {self.variable!r}"
             readers.append((name, array, what))
         return readers
+
+
+def _file_stat(path: str) -> list[int] | None:
+    """``[size, mtime_ns]`` of a stored object, or None where there is none (a fill-value chunk)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
