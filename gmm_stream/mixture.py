@@ -776,7 +776,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             :attr:`partitions_` enters the record.
         sample_weight : array-like of shape (n_samples,), optional
         remove : iterable of str
-            Keys of partitions whose data are gone: their statistics are subtracted.
+            Keys of partitions whose data are gone: their statistics are subtracted (a key
+            the record does not hold is an error).
 
         Returns
         -------
@@ -792,8 +793,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         params = self._fitted().astype(np.float64)
         X = self._validate_X(X, reset=False)
         w = self._validate_weights(sample_weight, X)
+        record = self.__dict__.get("partitions_", PartitionStatistics())
+        remove = [remove] if isinstance(remove, str) else [str(k) for k in remove]
+        unknown = sorted(set(remove) - set(record.keys))
+        if unknown:
+            raise InvalidInputError(f"cannot remove partition(s) {unknown}: the model's record holds no such key "
+                                    f"(it holds {record.keys[:10]}{' ...' if len(record) > 10 else ''})")
         parts = self._checked_partitions(partitions, X.shape[0], remove)
-        record = self.__dict__.get("partitions_", PartitionStatistics()).removed(remove).next_refresh()
+        record = record.removed(remove).next_refresh()
         if not parts and not record:
             raise InvalidInputError("refresh: no partition is left to fit (every one was removed and none given)")
         lower_bounds: list[float] = []
@@ -854,11 +861,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"the statistics of partition {key!r} were not computed under this model's parameters; "
                     "compute them with partition_statistics(X, model.params_, partitions)")
         refreshes = self.partitions_.refreshes if "partitions_" in self.__dict__ else 0
-        self.partitions_ = PartitionStatistics(refreshes=refreshes).visited(params, statistics)
+        self.partitions_ = PartitionStatistics(refreshes=refreshes).visited(
+            params, {str(key): stats for key, stats in statistics.items()})
         return self
 
     def _checked_partitions(self, partitions: Mapping[str, tuple[int, int]], n: int,
-                            remove: Iterable[str]) -> dict[str, tuple[int, int]]:
+                            remove: list[str]) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
         for key, bounds in partitions.items():
             start, stop = (int(b) for b in bounds)
@@ -866,7 +874,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise InvalidInputError(
                     f"partition {key!r}: rows {start}:{stop} are not a row range of X, which has {n} rows")
             out[str(key)] = (start, stop)
-        both = sorted(set(out) & {str(k) for k in remove})
+        both = sorted(set(out) & set(remove))
         if both:
             raise InvalidInputError(f"partition(s) {both} are both visited and removed; pass each to one of the two")
         return out
