@@ -23,7 +23,7 @@ from gmm_stream.exceptions import ModelFormatError
 from pipeline.model_directory import read_model_directory, write_model_directory
 from pipeline.partitions import PARTITIONS_FILE, partition_identities, plan_refresh
 from pipeline.preprocess import Preprocessor
-from pipeline.sources import Partition, ParquetSource, ZarrSource
+from pipeline.sources import ParquetSource, Partition, ZarrSource
 
 # ------------------------------------------------------------------------------- Parquet
 
