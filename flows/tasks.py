@@ -367,7 +367,8 @@ def partitions_to_record(model: GaussianMixture, dataset: Dataset) -> list[Parti
     size = record_size(model, partitions)
     if size > MAX_RECORD_BYTES:
         logger.warning("the partition record would take %d MiB (%d partitions); it is not kept, so a later update "
-                       "fits from scratch: use larger source chunks (chunk_bytes)", size >> 20, len(partitions))
+                       "fits from scratch: use larger source chunks (chunk_bytes) or fewer, larger files", size >> 20,
+                       len(partitions))
         return None
     return partitions
 

@@ -111,6 +111,8 @@ def update_flow(job_path: str, overrides: list[str] | None = None,
         published = load_published(job)
         if published is None or published.partitions is None:
             logger.info("no published model with a partition record in %s: fitting from scratch", job.output_dir)
+            if published is not None:  # an update replaces the published set, whatever output.overwrite says
+                job = job.model_copy(update={"output": job.output.model_copy(update={"overwrite": True})})
             return fit_stages(job, outputs, dataset, compute, started)
         problems = incompatibilities(published.settings or {}, job)
         if problems:

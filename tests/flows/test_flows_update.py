@@ -262,3 +262,19 @@ def test_a_predict_job_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
     result = CliRunner().invoke(app, ["update", str(job)])
     assert result.exit_code != 0 and "flow: is 'predict'" in result.output
+
+
+def test_a_published_model_without_record_is_refitted_from_scratch(tmp_path):
+    """A model published without partitions (too large a record, or an older gmm-stream) is
+    refitted by update, replacing the published set although output.overwrite is false."""
+    data = _data()
+    for i in range(2):
+        _write_file(tmp_path / "data", data, i)
+    job = _job(tmp_path)
+    update_flow(job_path=str(job), overrides=[])
+    (tmp_path / "out" / "model" / PARTITIONS_FILE).unlink()  # the published model keeps no record
+    before = os.path.realpath(tmp_path / "out" / "current")
+    summary = update_flow(job_path=str(job), overrides=[])
+    assert "refresh" not in summary and summary["rows"] == 2 * ROWS_PER_FILE
+    assert os.path.realpath(tmp_path / "out" / "current") != before
+    assert (tmp_path / "out" / "model" / PARTITIONS_FILE).is_file()
