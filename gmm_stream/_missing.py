@@ -8,9 +8,11 @@ missing entries set to 0, let ``w = P z``. With ``m`` the missing indices:
 * ``log det Σ_oo = log det Σ + log det P_mm``
 * ``E[x_m | x_o] − μ_m = −P_mm⁻¹ w_m`` and ``Cov[x_m | x_o] = P_mm⁻¹``
 
-Only the small ``|m| × |m|`` block ``P_mm`` of each row is factorised, so a row with few
-missing entries costs little, whatever its missingness pattern. The loops are compiled
-with numba; they release the GIL so Dask's threads run them in parallel.
+Only the small ``|m| × |m|`` block ``P_mm`` of each row is factorised, once per row and
+component (its inverse factor is kept for the statistics), so a row with few missing entries
+costs little, whatever its missingness pattern. ``zᵀ P z`` comes from the same wide GEMM as
+for complete rows. The loops are compiled with numba; they release the GIL so Dask's threads
+run them in parallel.
 """
 
 from __future__ import annotations
@@ -50,131 +52,179 @@ def missing_indices(mask):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _gather_cholesky(P, idx, c, A):
-    """Lower Cholesky factor of ``P[idx[:c], idx[:c]]`` into ``A[:c, :c]``."""
-    for a in range(c):
-        for b in range(a + 1):
-            s = P[idx[a], idx[b]]
-            for p in range(b):
-                s -= A[a, p] * A[b, p]
-            if a == b:
-                A[a, a] = math.sqrt(s)
-            else:
-                A[a, b] = s / A[b, b]
+def factor_offsets(counts):
+    """Where each row's packed ``|m| × |m|`` factor starts in a flat buffer (n + 1 offsets)."""
+    n = counts.shape[0]
+    off = np.empty(n + 1, np.int64)
+    off[0] = 0
+    for i in range(n):
+        off[i + 1] = off[i] + counts[i] * (counts[i] + 1) // 2
+    return off
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def condition_rows(missing, P, quad, logdet_pmm, Z):
+def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
     """Marginalise the missing entries of each row, for every component.
 
-    Only the missing entries of ``w = P z`` are needed: ``w_m = P_m,: z``, |m|·d products
-    per row and component, computed here rather than by a d × d GEMM.
+    The rows enter with 0 at their missing entries, already multiplied by the precisions'
+    Cholesky factors (one wide GEMM, as for complete rows). With ``z = x − c_k`` (its
+    missing entries 0), ``y = z L_k`` is then ``XL_k − c_k L_k + Σ_{j∈m} c_kj L_k[j, :]``;
+    ``w_m = (P z)_m = L_k[m, :] yᵀ``, ``|m|·d`` products per row and component. ``P_mm`` is
+    factorised once (``A Aᵀ``) and its inverse factor ``B = A⁻¹`` kept for the statistics
+    (:func:`completed_weighted_rows`), so no row is factorised twice.
 
     Parameters
     ----------
+    XL : ndarray of shape (n, K·d) or (n, d)
+        The rows (0 at missing entries, centred on the shift) times ``[L_1 … L_K]`` ('full'),
+        or times the one ``L`` ('tied').
+    bias : ndarray of shape (K, d)
+        ``c_k L_k`` in XL's dtype.
+    centers : ndarray of shape (K, d)
+        ``c_k``.
+    chol, P : float64 ndarrays of shape (K, d, d)
+        The precisions' Cholesky factors ``L_k`` and the precisions ``L_k L_kᵀ``.
     missing : tuple (idx, counts)
-        The missing entries of each row, from :func:`missing_indices`.
-    P : float64 ndarray of shape (K, d, d)
-        The components' precisions.
-    quad : float64 ndarray of shape (K, n)
-        On entry ``zᵀ P z``; on exit the Mahalanobis term of the observed entries.
-    logdet_pmm : float64 ndarray of shape (K, n)
-        Out: ``log det P_mm`` (0 for a complete row).
-    Z : ndarray of shape (K, n, d)
-        Centred rows with 0 at the missing entries; on exit the missing entries hold
-        ``E[x_m | x_o] − μ_m``.
+        From :func:`missing_indices`.
+    off : int64 ndarray of shape (n + 1,)
+        From :func:`factor_offsets`.
+    const : float64 ndarray of shape (K,)
+        ``log π_k + log det L_k``.
+    logp : float64 ndarray of shape (K, n)
+        Out: ``log π_k + log N(x_o; μ_o, Σ_oo)``.
+    U : float64 ndarray of shape (K, n, max |m|)
+        Out: ``P_mm⁻¹ w_m`` (the conditional mean of the missing entries is ``μ_m − U``).
+    F : float64 ndarray of shape (K, off[n])
+        Out: each row's ``B = A⁻¹``, lower triangle packed by rows.
     """
     idx_all, counts = missing
-    for k in range(Z.shape[0]):
-        _condition_rows_one(idx_all, counts, P[k], quad[k], logdet_pmm[k], Z[k])
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _condition_rows_one(idx_all, counts, P, quad, logdet_pmm, Z):
-    n, d = Z.shape
-    A = np.empty((d, d))
+    n = XL.shape[0]
+    k, d = bias.shape
+    stride = d if XL.shape[1] == k * d else 0
+    log_2pi = math.log(2.0 * math.pi)
+    y = np.empty(d)
+    w = np.empty(d)
     v = np.empty(d)
-    u = np.empty(d)
-    for i in range(n):
-        c = counts[i]
-        idx = idx_all[i]
-        if c == 0:
-            logdet_pmm[i] = 0.0
-            continue
-        _gather_cholesky(P, idx, c, A)
-        q = 0.0
-        ld = 0.0
-        for a in range(c):  # v = A⁻¹ w_m, with w_m = P_m,: z
-            s = 0.0
-            row = P[idx[a]]
-            for j in range(d):
-                s += row[j] * Z[i, j]
-            for p in range(a):
-                s -= A[a, p] * v[p]
-            v[a] = s / A[a, a]
-            q += v[a] * v[a]
-            ld += math.log(A[a, a])
-        quad[i] -= q
-        logdet_pmm[i] = 2.0 * ld
-        for a in range(c - 1, -1, -1):  # u = A⁻ᵀ v = P_mm⁻¹ w_m
-            s = v[a]
-            for p in range(a + 1, c):
-                s -= A[p, a] * u[p]
-            u[a] = s / A[a, a]
-        for a in range(c):
-            Z[i, idx[a]] = -u[a]
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def add_conditional_covariances(missing, P, r, S2):
-    """``S2_k += Σ_i r_ik · P_k,mm,i⁻¹`` placed at the missing rows and columns of each row.
-
-    Parameters
-    ----------
-    missing : tuple (idx, counts)
-        The missing entries of each row, from :func:`missing_indices`.
-    P : float64 ndarray of shape (K, d, d)
-    r : float64 ndarray of shape (K, n)
-        Weighted responsibilities.
-    S2 : float64 ndarray of shape (K, d, d)
-        Accumulator, updated in place (lower and upper triangles).
-    """
-    idx_all, counts = missing
-    for k in range(P.shape[0]):
-        _add_conditional_covariances_one(idx_all, counts, P[k], r[k], S2[k])
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _add_conditional_covariances_one(idx_all, counts, P, r, S2):
-    n, d = idx_all.shape
+    inv = np.empty(d)
     A = np.empty((d, d))
-    B = np.empty((d, d))  # A⁻¹ (lower triangular)
-    for i in range(n):
-        c = counts[i]
-        if r[i] == 0.0 or c == 0:
-            continue
-        idx = idx_all[i]
-        if c == 0:
-            continue
-        _gather_cholesky(P, idx, c, A)
-        for b in range(c):  # B = A⁻¹, column by column
-            for a in range(c):
-                if a < b:
-                    B[a, b] = 0.0
-                elif a == b:
-                    B[a, a] = 1.0 / A[a, a]
-                else:
+    for c in range(k):
+        L = chol[c]
+        Pc = P[c]
+        Fc = F[c]
+        base = c * stride
+        for i in range(n):
+            m = counts[i]
+            idx = idx_all[i]
+            for j in range(d):
+                y[j] = XL[i, base + j] - bias[c, j]
+            for a in range(m):
+                ca = centers[c, idx[a]]
+                ia = idx[a]
+                for j in range(d):
+                    y[j] += ca * L[ia, j]
+            quad = 0.0
+            for j in range(d):
+                quad += y[j] * y[j]
+            if m == 0:
+                logp[c, i] = const[c] - 0.5 * (quad + d * log_2pi)
+                continue
+            for a in range(m):  # w_m = L[m, :] y
+                ia = idx[a]
+                s = 0.0
+                for j in range(d):
+                    s += L[ia, j] * y[j]
+                w[a] = s
+            det = 1.0  # det A, in pieces: log det P_mm = 2 log det A
+            ld = 0.0
+            for a in range(m):  # P_mm = A Aᵀ
+                for b in range(a + 1):
+                    s = Pc[idx[a], idx[b]]
+                    for p in range(b):
+                        s -= A[a, p] * A[b, p]
+                    if a == b:
+                        root = math.sqrt(s)
+                        A[a, a] = root
+                        inv[a] = 1.0 / root
+                        det *= root
+                        if det > 1e150 or det < 1e-150:
+                            ld += math.log(det)
+                            det = 1.0
+                    else:
+                        A[a, b] = s * inv[b]
+            ld += math.log(det)
+            q = 0.0
+            for a in range(m):  # v = A⁻¹ w_m
+                s = w[a]
+                for p in range(a):
+                    s -= A[a, p] * v[p]
+                v[a] = s * inv[a]
+                q += v[a] * v[a]
+            o = off[i]
+            for b in range(m):  # B = A⁻¹, column by column, packed by rows
+                Fc[o + b * (b + 1) // 2 + b] = inv[b]
+                for a in range(b + 1, m):
                     s = 0.0
                     for p in range(b, a):
-                        s -= A[a, p] * B[p, b]
-                    B[a, b] = s / A[a, a]
-        ri = r[i]
-        for a in range(c):  # P_mm⁻¹ = Bᵀ B
-            for b in range(a + 1):
+                        s -= A[a, p] * Fc[o + p * (p + 1) // 2 + b]
+                    Fc[o + a * (a + 1) // 2 + b] = s * inv[a]
+            for b in range(m):  # U = Bᵀ v = P_mm⁻¹ w_m
                 s = 0.0
-                for p in range(a, c):
-                    s += B[p, a] * B[p, b]
-                s *= ri
-                S2[idx[a], idx[b]] += s
-                if a != b:
-                    S2[idx[b], idx[a]] += s
+                for a in range(b, m):
+                    s += Fc[o + a * (a + 1) // 2 + b] * v[a]
+                U[c, i, b] = s
+            logp[c, i] = const[c] - 0.5 * (quad - q + 2.0 * ld + (d - m) * log_2pi)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def completed_weighted_rows(X0, centers, missing, off, U, F, r, T, S1, S2):
+    """The statistics' per-row work for rows with missing entries.
+
+    ``T[k, i] = √r_ik (x̂_ik − c_k)``, the row completed by its conditional mean
+    (``x̂_m − c_k,m = −U``); ``S1_k += Σ_i r_ik (x̂_ik − c_k)``; and the conditional
+    covariance ``S2_k[m, m] += r_ik P_mm⁻¹ = r_ik Bᵀ B`` from the factor kept by
+    :func:`condition_rows`. ``S2_k += T_kᵀ T_k`` is left to the caller (one SYRK).
+
+    Parameters
+    ----------
+    X0 : ndarray of shape (n, d)
+        The rows centred on the shift, 0 at missing entries.
+    centers : ndarray of shape (K, d)
+    missing, off, U, F
+        As given to and filled by :func:`condition_rows`.
+    r : float64 ndarray of shape (K, n)
+        Weighted responsibilities.
+    T : ndarray of shape (K, n, d)
+        Out, in X0's dtype.
+    S1, S2 : float64 ndarrays of shape (K, d) and (K, d, d)
+        Accumulators, updated in place (both triangles of S2).
+    """
+    idx_all, counts = missing
+    n, d = X0.shape
+    k = centers.shape[0]
+    for c in range(k):
+        acc = S1[c]
+        S = S2[c]
+        Fc = F[c]
+        for i in range(n):
+            ri = r[c, i]
+            wt = math.sqrt(ri)
+            m = counts[i]
+            idx = idx_all[i]
+            for j in range(d):
+                T[c, i, j] = (X0[i, j] - centers[c, j]) * wt
+            for a in range(m):
+                T[c, i, idx[a]] = -U[c, i, a] * wt
+            for j in range(d):
+                acc[j] += wt * T[c, i, j]
+            if m == 0 or ri == 0.0:
+                continue
+            o = off[i]
+            for a in range(m):  # P_mm⁻¹ = Bᵀ B, B lower triangular
+                for b in range(a + 1):
+                    s = 0.0
+                    for p in range(a, m):
+                        s += Fc[o + p * (p + 1) // 2 + a] * Fc[o + p * (p + 1) // 2 + b]
+                    s *= ri
+                    S[idx[a], idx[b]] += s
+                    if a != b:
+                        S[idx[b], idx[a]] += s

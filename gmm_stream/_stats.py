@@ -34,8 +34,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
-from ._missing import add_conditional_covariances, condition_rows, missing_indices
+from ._kernels import log_prob_from_whitened, weighted_centred_rows
+from ._missing import completed_weighted_rows, condition_rows, factor_offsets, missing_indices
 from ._params import GaussianParams, log_det_cholesky
 from .exceptions import EmptyComponentWarning, InvalidInputError, NumericalOverflowError
 
@@ -180,6 +182,9 @@ class _Prepared:
     logdet: np.ndarray  # (K,) log det L_k
     offset: np.ndarray | None = None  # (K, d) float64: shift + centers − means (full/tied)
     chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
+    chol_wide: np.ndarray | None = None  # (d, K·d) in dtype: [L_1 … L_K] ('full'), L ('tied')
+    bias: np.ndarray | None = None  # (K, d) in dtype: c_k L_k (full/tied)
+    chol64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec: np.ndarray | None = None  # (K, d) float64 (diag/spherical)
     log_prec_chol: np.ndarray | None = None  # (K, d) (diag/spherical)
@@ -219,7 +224,13 @@ def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) 
         prep.offset = (shift.astype(np.float64) + centers.astype(np.float64)) - means
         chol = np.broadcast_to(pc, (k, d, d))
         prep.chol = np.ascontiguousarray(chol, dtype=dtype)
+        prep.chol64 = np.ascontiguousarray(chol, dtype=np.float64)
         prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
+        wide = pc if kind == "tied" else np.asarray(pc).transpose(1, 0, 2).reshape(d, k * d)
+        prep.chol_wide = np.ascontiguousarray(wide, dtype=dtype)
+        # c_k L_k from the rounded c_k and L_k, in float64, rounded once
+        prep.bias = np.einsum("kd,kde->ke", centers.astype(np.float64),
+                              prep.chol.astype(np.float64)).astype(dtype)
     else:
         pcd = np.broadcast_to(pc[:, None] if kind == "spherical" else pc, (k, d))
         prep.prec = np.ascontiguousarray(pcd**2)
@@ -268,35 +279,44 @@ def block_rows(n_components: int, n_features: int) -> int:
 # --------------------------------------------------------------------------- the E-step
 
 
-def _log_prob_full(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and the completed centred rows Z (K, n, d).
+def _whitened_complete(Xc, prep: _Prepared) -> np.ndarray:
+    """The complete rows times ``[L_1 … L_K]`` ('full': one wide GEMM, n × d times d × K·d,
+    instead of K narrow ones over K shifted copies of the block) or times ``L`` ('tied').
 
-    All components are handled by stacked calls: ``Z_k = (X − s) − c_k`` (missing entries
-    0), ``Y_k = Z_k L_k`` (one batched GEMM), ``‖Y_k‖²`` per row; rows with missing entries
-    then go through :func:`condition_rows`.
+    ``Y_k = (x − c_k) L_k`` is then ``XL_k − c_k L_k``, subtracted in
+    :func:`log_prob_from_whitened`: its rounding is that of the product's terms,
+    ``eps·|x − s|·|L_k|``, as it was for ``(x − s − c_k) L_k``.
+    """
+    assert prep.chol_wide is not None  # prepared for full/tied
+    n = Xc.shape[0]
+    return np.matmul(Xc, prep.chol_wide, out=_ws.get("Yw", (n, prep.chol_wide.shape[1]), prep.dtype))
+
+
+def _log_prob_full(Xc, mask, prep: _Prepared):
+    """Weighted log-probabilities (n, K) and what the statistics need: ``(rows, None)`` for
+    complete rows; for rows with missing entries, the rows with 0 there and the per-row
+    results of :func:`condition_rows` (conditional means, inverse factors).
+
+    Both go through one wide GEMM (:func:`_whitened_complete`); complete rows then need
+    ``‖Y_k‖²`` per row, rows with missing entries their small solves.
     """
     n, d = Xc.shape
     k = prep.centers.shape[0]
-    Z = _ws.get("Z", (k, n, d), prep.dtype)
-    Y = _ws.get("Y", (k, n, d), prep.dtype)
-    np.subtract(Xc[None], prep.centers[:, None, :], out=Z)
-    if mask is not None:
-        np.copyto(Z, 0, where=mask[None])
-    assert prep.chol is not None  # prepared for full/tied
-    np.matmul(Z, prep.chol, out=Y)
-    quad = np.einsum("knd,knd->kn", Y, Y).astype(np.float64, copy=False)
     const = prep.log_weights + prep.logdet
+    logp = np.empty((k, n))
     if mask is None:
-        logp = quad
-        logp *= -0.5
-        logp += (const - 0.5 * d * LOG_2PI)[:, None]
-    else:
-        logdet_pmm = np.empty((k, n))
-        missing = missing_indices(mask)
-        condition_rows(missing, prep.prec64, quad, logdet_pmm, Z)
-        n_obs = d - missing[1]
-        logp = const[:, None] - 0.5 * (quad + logdet_pmm + n_obs * LOG_2PI)
-    return logp.T, (Z, missing if mask is not None else None)
+        log_prob_from_whitened(_whitened_complete(Xc, prep), prep.bias, const - 0.5 * d * LOG_2PI, logp)
+        return logp.T, (Xc, None)
+    X0 = _ws.get("X0", (n, d), prep.dtype)
+    np.copyto(X0, Xc)
+    np.putmask(X0, mask, 0)
+    missing = missing_indices(mask)
+    off = factor_offsets(missing[1])
+    U = _ws.get("U", (k, n, max(int(missing[1].max()), 1)), np.float64)
+    F = _ws.get("F", (k, int(off[-1])), np.float64)
+    condition_rows(_whitened_complete(X0, prep), prep.bias, prep.centers, prep.chol64, prep.prec64,
+                   missing, off, const, logp, U, F)
+    return logp.T, (X0, (missing, off, U, F))
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
@@ -330,17 +350,44 @@ _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_d
 # ---------------------------------------------------------------- accumulating statistics
 
 
+_SYRK = {np.dtype(np.float64): blas.dsyrk, np.dtype(np.float32): blas.ssyrk}
+
+
 def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
-    Z, missing = aux
-    k, n, d = Z.shape
+    """``S1_k += Σ r z``, ``S2_k += Σ r z zᵀ`` (+ the conditional covariances, for rows with
+    missing entries: :func:`completed_weighted_rows`).
+
+    With ``T_k = √r_k ⊙ Z_k``: ``S1_k = √r_kᵀ T_k`` and ``S2_k = T_kᵀ T_k``, a rank-n update
+    (SYRK: half the flops of a GEMM) into one triangle of ``acc["S2u"]``; the caller
+    mirrors it once per chunk (:func:`_mirror`).
+    """
+    X0, conditioned = aux
+    k = prep.centers.shape[0]
+    n, d = X0.shape
     rk = np.ascontiguousarray(rw.T)  # (K, n)
-    rkt = rk.astype(prep.dtype, copy=False)
-    acc["S1"] += np.matmul(rkt[:, None, :], Z)[:, 0, :]
-    T = _ws.get("Y", (k, n, d), prep.dtype)
-    np.multiply(Z, rkt[:, :, None], out=T)
-    acc["S2"] += np.matmul(T.transpose(0, 2, 1), Z)
-    if mask is not None:
-        add_conditional_covariances(missing, prep.prec64, rk, acc["S2"])
+    T = _ws.get("T", (k, n, d), prep.dtype)
+    if conditioned is None:
+        weighted_centred_rows(X0, prep.centers, rk, T, acc["S1"])
+    else:
+        missing, off, U, F = conditioned
+        completed_weighted_rows(X0, prep.centers, missing, off, U, F, rk, T, acc["S1"], acc["S2"])
+    syrk, S2u = _SYRK[prep.dtype], acc["S2u"]
+    if prep.dtype == np.float64:
+        for j in range(k):  # S2u[j].T is Fortran-ordered: updated in place
+            syrk(1.0, T[j].T, beta=1.0, c=S2u[j].T, trans=0, overwrite_c=1)
+    else:
+        part = _ws.get("S2part", (d, d), prep.dtype).T
+        part.fill(0)  # SYRK writes one triangle; the other must read 0
+        for j in range(k):
+            S2u[j] += syrk(1.0, T[j].T, beta=0.0, c=part, trans=0, overwrite_c=1).T
+
+
+def _mirror(S2u: np.ndarray) -> np.ndarray:
+    """The symmetric matrices whose one triangle ``S2u`` (K, d, d) holds (the other is 0)."""
+    out = S2u + S2u.transpose(0, 2, 1)
+    d = S2u.shape[-1]
+    out[:, np.arange(d), np.arange(d)] -= S2u[:, np.arange(d), np.arange(d)]
+    return out
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
@@ -474,6 +521,8 @@ def chunk_statistics(
     prep = _prepare(params, dtype, shift)
     acc = SufficientStats.zeros(params.means, prep.diagonal)
     accd = {"N": acc.N, "S1": acc.S1, "S2": acc.S2}
+    if not prep.diagonal:
+        accd["S2u"] = np.zeros_like(acc.S2)  # one triangle, from the SYRKs
     loglik = n_rows = 0.0
     n_empty = 0
     counts = np.zeros(X.shape[1], np.int64)
@@ -498,6 +547,8 @@ def chunk_statistics(
         loglik += float(w @ lse)
         n_rows += float(w.sum())
         counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
+    if not prep.diagonal:
+        accd["S2"] += _mirror(accd["S2u"])
     if prep.offset is not None:
         _recenter(accd, prep.offset)
     return SufficientStats(acc.N, acc.S1, acc.S2, acc.center, loglik, n_rows, n_empty, counts)
