@@ -52,8 +52,9 @@ def log_prob_from_whitened(Y, bias, const, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def weighted_centred_rows(X, centers, r, T, S1):
-    """``T[k, i] = √r[k, i] · (X_i − c_k)`` and ``S1[k] += Σ_i r[k, i] (X_i − c_k)``.
+def weighted_centred_rows(X, centers, r, floor, T, S1):
+    """``T[k, i] = √r[k, i] · (X_i − c_k)`` and ``S1[k] += Σ_i r[k, i] (X_i − c_k)``; a row whose
+    ``√r`` is below ``floor`` counts as 0 (see ``_stats.FLOAT32_FLOOR``).
 
     Parameters
     ----------
@@ -63,6 +64,7 @@ def weighted_centred_rows(X, centers, r, T, S1):
         ``c_k``, in X's dtype.
     r : float64 ndarray of shape (K, n)
         Weighted responsibilities (non-negative).
+    floor : float
     T : ndarray of shape (K, n, d)
         Out, in X's dtype: the rows for the rank-n update ``S2_k += T_kᵀ T_k``.
     S1 : float64 ndarray of shape (K, d)
@@ -74,6 +76,8 @@ def weighted_centred_rows(X, centers, r, T, S1):
         acc = S1[c]
         for i in range(n):
             w = math.sqrt(r[c, i])
+            if w < floor:
+                w = 0.0
             for j in range(d):
                 t = (X[i, j] - centers[c, j]) * w
                 T[c, i, j] = t

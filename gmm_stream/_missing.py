@@ -27,7 +27,7 @@ from numba import njit
 _FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def missing_indices(mask):
     """Per row, the indices of the missing entries (first ``counts[i]`` of ``idx[i]``).
 
@@ -51,7 +51,7 @@ def missing_indices(mask):
     return idx, counts
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def factor_offsets(counts):
     """Where each row's packed ``|m| × |m|`` factor starts in a flat buffer (n + 1 offsets)."""
     n = counts.shape[0]
@@ -62,14 +62,16 @@ def factor_offsets(counts):
     return off
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
     """Marginalise the missing entries of each row, for every component.
 
     The rows enter with 0 at their missing entries, already multiplied by the precisions'
     Cholesky factors (one wide GEMM, as for complete rows). With ``z = x − c_k`` (its
-    missing entries 0), ``y = z L_k`` is then ``XL_k − c_k L_k + Σ_{j∈m} c_kj L_k[j, :]``;
-    ``w_m = (P z)_m = L_k[m, :] yᵀ``, ``|m|·d`` products per row and component. ``P_mm`` is
+    missing entries 0), ``y = z L_k = y0 + Σ_{j∈m} c_kj L_k[j, :]`` with
+    ``y0 = XL_k − c_k L_k``; with ``g = L_k[m, :] y0`` (``|m|·d`` products per row and
+    component), ``w_m = (P z)_m = L_k[m, :] y = g + P_mm c_m`` and
+    ``zᵀ P z = ‖y‖² = ‖y0‖² + c_mᵀ (g + w_m)``. ``P_mm`` is
     factorised once (``A Aᵀ``) and its inverse factor ``B = A⁻¹`` kept for the statistics
     (:func:`completed_weighted_rows`), so no row is factorised twice.
 
@@ -103,6 +105,7 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
     stride = d if XL.shape[1] == k * d else 0
     log_2pi = math.log(2.0 * math.pi)
     y = np.empty(d)
+    g = np.empty(d)
     w = np.empty(d)
     v = np.empty(d)
     inv = np.empty(d)
@@ -115,25 +118,28 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
         for i in range(n):
             m = counts[i]
             idx = idx_all[i]
+            quad = 0.0  # ‖y0‖², y0 = (x − c_k with the missing entries −c_k,m) L_k
             for j in range(d):
                 y[j] = XL[i, base + j] - bias[c, j]
-            for a in range(m):
-                ca = centers[c, idx[a]]
-                ia = idx[a]
-                for j in range(d):
-                    y[j] += ca * L[ia, j]
-            quad = 0.0
-            for j in range(d):
                 quad += y[j] * y[j]
             if m == 0:
                 logp[c, i] = const[c] - 0.5 * (quad + d * log_2pi)
                 continue
-            for a in range(m):  # w_m = L[m, :] y
+            # y = y0 + Σ_a c_a L[m_a, :] (the missing entries back to 0), never formed:
+            # with g = L[m, :] y0, w_m = L[m, :] y = g + P_mm c_m and ‖y‖² = ‖y0‖² + c_mᵀ(g + w_m)
+            for a in range(m):
                 ia = idx[a]
                 s = 0.0
                 for j in range(d):
                     s += L[ia, j] * y[j]
+                g[a] = s
+            for a in range(m):
+                s = g[a]
+                for b in range(m):
+                    s += Pc[idx[a], idx[b]] * centers[c, idx[b]]
                 w[a] = s
+            for a in range(m):
+                quad += centers[c, idx[a]] * (g[a] + w[a])
             det = 1.0  # det A, in pieces: log det P_mm = 2 log det A
             ld = 0.0
             for a in range(m):  # P_mm = A Aᵀ
@@ -175,14 +181,15 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
             logp[c, i] = const[c] - 0.5 * (quad - q + 2.0 * ld + (d - m) * log_2pi)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def completed_weighted_rows(X0, centers, missing, off, U, F, r, T, S1, S2):
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def completed_weighted_rows(X0, centers, missing, off, U, F, r, floor, T, S1, S2):
     """The statistics' per-row work for rows with missing entries.
 
     ``T[k, i] = √r_ik (x̂_ik − c_k)``, the row completed by its conditional mean
     (``x̂_m − c_k,m = −U``); ``S1_k += Σ_i r_ik (x̂_ik − c_k)``; and the conditional
     covariance ``S2_k[m, m] += r_ik P_mm⁻¹ = r_ik Bᵀ B`` from the factor kept by
-    :func:`condition_rows`. ``S2_k += T_kᵀ T_k`` is left to the caller (one SYRK).
+    :func:`condition_rows`. ``S2_k += T_kᵀ T_k`` is left to the caller (one batched GEMM).
+    A row whose ``√r`` is below ``floor`` counts as 0 (see ``_stats.FLOAT32_FLOOR``).
 
     Parameters
     ----------
@@ -193,6 +200,7 @@ def completed_weighted_rows(X0, centers, missing, off, U, F, r, T, S1, S2):
         As given to and filled by :func:`condition_rows`.
     r : float64 ndarray of shape (K, n)
         Weighted responsibilities.
+    floor : float
     T : ndarray of shape (K, n, d)
         Out, in X0's dtype.
     S1, S2 : float64 ndarrays of shape (K, d) and (K, d, d)
@@ -208,6 +216,9 @@ def completed_weighted_rows(X0, centers, missing, off, U, F, r, T, S1, S2):
         for i in range(n):
             ri = r[c, i]
             wt = math.sqrt(ri)
+            if wt < floor:
+                ri = 0.0
+                wt = 0.0
             m = counts[i]
             idx = idx_all[i]
             for j in range(d):
