@@ -29,7 +29,9 @@ test-fast: install
 demo: install
 	$(VENV)/bin/gmm-stream demo
 
+# the EM benchmark, with its optional peer (mlpack, the "bench" extra)
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_em.py
 
 clean:

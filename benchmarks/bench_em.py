@@ -1,11 +1,13 @@
-"""Benchmark of the EM engine: time per EM iteration and peak memory, gmm-stream vs scikit-learn.
+"""Benchmark of the EM engine: time per EM iteration and peak memory, gmm-stream vs scikit-learn
+(and mlpack, when installed).
 
 What is measured
 ----------------
 Every fit starts from the same ``weights_init`` / ``means_init`` / ``precisions_init`` (the
 generating parameters of a synthetic Gaussian mixture, perturbed), with ``tol=0`` and
 ``max_iter=--iters``, so both libraries run exactly ``--iters`` EM iterations (checked on
-``n_iter_``). Covariances are 'full'. Two per-iteration times are reported:
+``n_iter_``). Covariances are 'full', except in the peers section (all four types). Two
+per-iteration times are reported:
 
 * ``s/it`` - the EM loop only (first E-step to last M-step), divided by the iterations. The
   loop is timed by wrapping scikit-learn's ``_e_step`` / ``_m_step`` and gmm-stream's ``_em``
@@ -26,8 +28,16 @@ inherits its parent's peak in it.
 Threads: scikit-learn runs with NumPy's BLAS threads untouched; gmm-stream runs on Dask's
 threaded scheduler (one Dask thread per core, one BLAS thread each, which it sets itself).
 
+Native BLAS kernels: this process unsets ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
+(together, in its own environment, before NumPy loads; the fits' processes inherit it) so
+that OpenBLAS picks the kernels of the machine; the header shows which were set and the
+architecture OpenBLAS chose (``threadpool_info()``).
+
 Sections (``--parts``)
 ----------------------
+peers        scikit-learn, mlpack and gmm-stream side by side, all four covariance types
+             (below); the default ``--shapes`` of this section are 10x5,10x20,32x16,50x20
+             and its rows ``--peers-n`` (200 000)
 sklearn      complete data, float64 and float32, gmm-stream on a Dask array
              (``da.from_array(X, chunks=(131072, d))``) and on the plain NumPy array
 missing      gmm-stream with 10 % of the values missing (MCAR) vs its own complete-data time
@@ -36,11 +46,74 @@ distributed  data in a Zarr store read by the workers: threaded scheduler vs
 outofcore    a Zarr store twice the memory the process may use (``RLIMIT_DATA``), fitted by
              a process that cannot hold it (``.compute()`` of it must fail)
 
+The peers section
+-----------------
+One fresh process per shape builds the data once (float64; a float32 copy; a float64 copy
+with 10 % of the values NaN, MCAR, seeded), fits gmm-stream once untimed on its first 4096
+rows for every covariance type and input (its compiled kernels load on first use), then,
+for each of ``--repeats`` repeats, times every fit once, interleaved: the GEMM rates below,
+then for each covariance type (full, tied, diag, spherical) scikit-learn, mlpack,
+gmm-stream float64, float32 and float64 with NaN. Each number is the median [min-max] of
+the repeats; each ratio is taken within a repeat (its fits run back to back), and its
+median [min-max] is shown and judged.
+
+* scikit-learn: ``sklearn.mixture.GaussianMixture`` on the float64 NumPy array, timed as above
+  (``_e_step`` / ``_m_step``). Its start is gmm-stream's, ``precisions_init`` in the
+  covariance type's shape: 'tied' the inverse of the ``weights_init``-weighted mean of the
+  start's covariances, 'diag' the inverses of their diagonals, 'spherical' the inverse of
+  each diagonal's mean. scikit-learn cannot fit NaN: the missing-value fits are compared
+  with gmm-stream's own complete-data time.
+* gmm-stream: ``GaussianMixture(sample_first=False, tol=0, max_iter=--iters)`` from that
+  start on ``da.from_array(X, chunks=(n/4, d))`` (four equal chunks, so that both threads
+  work to the end; 131 072-row chunks of 2*10^5 rows would leave one thread idle for a
+  third of the time), threaded scheduler, timed on ``_em``.
+* mlpack (not a dependency: ``pip install mlpack``; "mlpack: not installed" and no column
+  when it does not import): ``mlpack.gmm_train`` on the same float64 array, 'full' and
+  'diag' (``diagonal_covariance=True``; mlpack has no 'tied' or 'spherical'). ``gmm_train``
+  cannot start from given parameters (it always runs k-means first; ``input_model`` is not
+  used as a start), so its start is its own. Its EM loop is timed as the difference of two
+  calls with the same seed (the same k-means, hence the same EM path) that differ only in
+  ``max_iterations``: (time with ``max_iterations=m+1`` - time with ``max_iterations=1``) / m.
+  'full' runs mlpack's own EM, which stops one short of ``max_iterations`` (1 runs no EM
+  iteration), with ``tolerance=0`` and ``kmeans_max_iterations=5`` (in both calls; it
+  cancels), and m = ``--iters``: the EM iterations its log reports (``verbose=True``, the
+  C++ standard output captured) are checked to be 0 and m. 'diag' runs Armadillo's
+  ``gmm_diag`` (``max_iterations`` EM iterations, stopping early only when the mean
+  log-likelihood changes by less than machine epsilon; its own k-means, up to 1000
+  iterations, in both calls): m = max(``--iters``, 20), so that the EM part stands out of
+  the k-means' time; it logs nothing, so its iterations are not checked ("yes*"). Each
+  mlpack EM iteration also computes the log-likelihood over all the data once more (its
+  algorithm). mlpack brings its own OpenBLAS and OpenMP (listed in the notes): its OpenMP
+  loops (Armadillo, k-means, ``gmm_diag``) keep their default threads (one per core); its
+  OpenBLAS runs ``--mlpack-blas-threads`` threads (default 1; 0 leaves it at one per core):
+  with both at two threads on this 2-core machine while another process used a core,
+  'full' ran 8-14x slower than with one BLAS thread (2*10^4 rows, d = 50, K = 20: 5-7 s/it
+  instead of 0.5 s/it).
+* GEMM rate, in the same process, at NumPy's default BLAS threads (printed): ``A @ B`` for
+  2000x2000 float64 and float32, and the kernel-shaped tall products ``X[i:i+4096] @ W``, W
+  of shape (d, K*d), over all n rows; three timings of each per repeat. For 'full', the
+  kernel's rate counts 4*n*K*d^2 flops per iteration (the Mahalanobis products of the
+  E-step, the weighted scatter matrices of the M-step) and is shown as a share of the median
+  square GEMM rate of its dtype.
+* Peak RSS: the process's ``VmHWM`` once per shape (the data and every library together;
+  the other sections measure each library's own).
+* CPU pressure of each fit (details); the notes count the fits above 20 %. On a shared
+  machine a multi-threaded BLAS (scikit-learn's two OpenBLAS threads) can lose far more
+  than the core it lost: scikit-learn's 'spherical' at (2*10^4, 32, 16) took 0.013 s/it at
+  1 % pressure and 0.87 s/it at 56 %.
+
 Run
 ---
-    python benchmarks/bench_em.py                      # everything (10-25 minutes on 2 cores)
+    python benchmarks/bench_em.py                      # everything (peers first; 25-40 minutes on 2 cores)
+    python benchmarks/bench_em.py --parts peers        # peers alone, ~15 minutes on a quiet 2-core machine
+    python benchmarks/bench_em.py --parts peers --peers-n 20000 --shapes 10x5,50x20 --repeats 1 --iters 2
     python benchmarks/bench_em.py --quick              # smoke run (n=20000, 1 repeat)
     python benchmarks/bench_em.py --parts sklearn --shapes 50x20 --repeats 1
+
+The peers estimate is extrapolated from runs at 2*10^4 and 2*10^5 rows (per-iteration times
+scale with n): at the defaults (2*10^5 rows, 5 iterations, 3 repeats) (50, 20) takes about
+9 minutes (each 'full' fit ~3.5 s/it), (32, 16) about 3, (10, 20) and (10, 5) 1-2 each;
+several times longer under CPU pressure.
 
 The exit code is 0 even when a target is missed: this is a report, not a test.
 """
@@ -61,25 +134,33 @@ import sys
 import tempfile
 import time
 import warnings
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-import dask
-import dask.array as da
-import numpy as np
-import zarr
-from _common import cpu_stall_seconds, in_child, print_table, true_parameters
+from _common import cpu_stall_seconds, in_child, print_table, spread, true_parameters
 from _common import status_mib as _status_mib
-from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
-from sklearn.mixture import GaussianMixture as SkGaussianMixture
-from threadpoolctl import threadpool_info
 
-from gmm_stream import GaussianMixture
-from gmm_stream.exceptions import ConvergenceWarning as GsConvergenceWarning
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: unset together, in this process's environment only, before NumPy loads (spawned children inherit it)
+UNSET_OPENBLAS = {v: os.environ.pop(v) for v in OPENBLAS_VARS if v in os.environ}
+
+import dask  # noqa: E402
+import dask.array as da  # noqa: E402
+import numpy as np  # noqa: E402
+import zarr  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning  # noqa: E402
+from sklearn.mixture import GaussianMixture as SkGaussianMixture  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+from gmm_stream import GaussianMixture  # noqa: E402
+from gmm_stream.exceptions import ConvergenceWarning as GsConvergenceWarning  # noqa: E402
+from gmm_stream.exceptions import OverParameterizedWarning  # noqa: E402
 
 #: rows generated per seeded block (the data do not depend on how they are stored)
 BLOCK_ROWS = 65536
 #: rows per chunk of the Dask arrays and Zarr stores
 CHUNK_ROWS = 131072
+#: the peers section's Dask arrays: this many equal row chunks
+PEERS_CHUNKS = 4
 MISSING_FRACTION = 0.10
 SEED = 20261
 MIB = 2**20
@@ -92,22 +173,63 @@ F32_LOWER_BOUND_RTOL = 1e-5
 F32_MEANS_TOL = 1e-3  # in units of the data's standard deviation
 #: 10 % missing: maximum slowdown over our own complete-data time, by d
 MISSING_SLOWDOWN = {50: 2.5}
-DISTRIBUTED_SLOWDOWN = 1.3
+DISTRIBUTED_SLOWDOWN = 1.15
 OOC_SHAPE = (50, 5)  # (d, K) of the out-of-core fit
 OOC_STORE_FACTOR = 2.0  # store size / memory limit
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+DEFAULT_SHAPES = "10x5,10x20,50x20"
+PEERS_SHAPES = "10x5,10x20,32x16,50x20"
+#: the covariance types mlpack's gmm_train fits
+MLPACK_TYPES = ("full", "diag")
+#: k-means iterations before mlpack's full-covariance EM (in both timed calls; they cancel)
+MLPACK_KMEANS_ITERS = 5
+#: EM iterations at least of mlpack's 'diag' timed call: its k-means (up to 1000 iterations, in
+#: both calls) costs many fast EM iterations, whose difference needs more of them to stand out
+MLPACK_DIAG_MIN_ITERS = 20
+#: peers: 'full', float64: minimum speed-up over scikit-learn, by (d, K)
+PEERS_SPEEDUP_F64 = {(10, 5): 5.0, (10, 20): 5.0, (50, 20): 4.0}
+#: peers: 'full', float32: minimum speed-up over scikit-learn's float64, by (d, K)
+PEERS_SPEEDUP_F32 = {(50, 20): 8.0}
+PEERS_F32_LOWER_BOUND_RTOL = 1e-6
+#: peers: 'full', float64: minimum share of the square float64 GEMM rate, by d
+PEERS_GEMM_SHARE = {50: 0.70}
+#: peers: 10 % missing, every covariance type: maximum slowdown over our complete-data time, by d
+PEERS_MISSING_SLOWDOWN = {32: 2.0, 50: 2.0}
+#: peers: 'tied', 'diag', 'spherical': minimum speed-up over scikit-learn, by (d, K), where
+#: the time per iteration is also at most 'full''s
+PEERS_SIMPLE_SPEEDUP = {(50, 20): 3.0}
+GEMM_SIZE = 2000  # square products
+GEMM_ROWS = 4096  # rows of each tall product
+GEMM_TIMINGS = 3  # timings of each product per repeat
+#: rows of the untimed gmm-stream fits that load its compiled kernels before the repeats
+WARMUP_ROWS = 4096
+#: CPU pressure (share of a fit's time some task waited for a CPU) above which a fit is flagged
+HIGH_PRESSURE = 0.2
 
 
 # ---------------------------------------------------------------------------------- data
 
 
-def initial_parameters(d: int, k: int) -> dict:
-    """The same start for both libraries: the truth, perturbed."""
+def initial_parameters(d: int, k: int, covariance_type: str = "full") -> dict:
+    """The same start for both libraries: the truth, perturbed; ``precisions_init`` in the
+    shape of ``covariance_type`` ('tied': the inverse of the weighted mean covariance, 'diag':
+    the inverse diagonals, 'spherical': the inverse of each diagonal's mean)."""
     weights, means, covariances = true_parameters(d, k, SEED)
     rng = np.random.default_rng([SEED, d, k, 1])
+    weights_init = 0.5 * weights + 0.5 / k
+    covariances = 1.5 * covariances + 0.1 * np.eye(d)
+    diagonals = np.diagonal(covariances, axis1=1, axis2=2)
+    precisions = {
+        "full": np.linalg.inv(covariances),
+        "tied": np.linalg.inv(np.tensordot(weights_init, covariances, axes=1)),
+        "diag": 1.0 / diagonals,
+        "spherical": 1.0 / diagonals.mean(axis=1),
+    }[covariance_type]
     return {
-        "weights_init": 0.5 * weights + 0.5 / k,
+        "weights_init": weights_init,
         "means_init": means + 0.5 * rng.standard_normal(means.shape),
-        "precisions_init": np.linalg.inv(1.5 * covariances + 0.1 * np.eye(d)),
+        "precisions_init": precisions,
     }
 
 
@@ -181,8 +303,8 @@ def reset_peak_rss() -> bool:
 # ------------------------------------------------------------------------- timing a fit
 
 
-def _fit_sklearn(X, k: int, init: dict, iters: int) -> dict:
-    gm = SkGaussianMixture(k, covariance_type="full", tol=0.0, max_iter=iters,
+def _fit_sklearn(X, k: int, init: dict, iters: int, covariance_type: str = "full") -> dict:
+    gm = SkGaussianMixture(k, covariance_type=covariance_type, tol=0.0, max_iter=iters,
                            init_params="random_from_data", random_state=0, **init)
     marks = {}
     e_step, m_step = gm._e_step, gm._m_step
@@ -204,9 +326,9 @@ def _fit_sklearn(X, k: int, init: dict, iters: int) -> dict:
             "lower_bound": float(gm.lower_bound_), "means": gm.means_}
 
 
-def _fit_gmm_stream(X, k: int, init: dict, iters: int) -> dict:
+def _fit_gmm_stream(X, k: int, init: dict, iters: int, covariance_type: str = "full") -> dict:
     # plain batch EM from the same start as scikit-learn's (no EM on a sample first)
-    gm = GaussianMixture(k, covariance_type="full", tol=0.0, max_iter=iters, sample_first=False, **init)
+    gm = GaussianMixture(k, covariance_type=covariance_type, tol=0.0, max_iter=iters, sample_first=False, **init)
     marks = {}
     em = gm._em
 
@@ -319,7 +441,138 @@ def job_ooc_fit(path: str, n_rows: int, limit_mib: int, k: int, iters: int) -> d
     return result
 
 
-# ------------------------------------------------------------------------ child runner
+# ------------------------------------------------------------- peers (one child per shape)
+
+
+def _import_mlpack():
+    """The ``mlpack`` module, or None when it is not installed."""
+    try:
+        import mlpack
+    except ImportError:
+        return None
+    return mlpack
+
+
+def _timings(func, *args) -> list[float]:
+    times = []
+    for _ in range(GEMM_TIMINGS):
+        t0 = time.perf_counter()
+        func(*args)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _tall_products(X: np.ndarray, w: np.ndarray) -> None:
+    for start in range(0, X.shape[0], GEMM_ROWS):
+        np.matmul(X[start : start + GEMM_ROWS], w)
+
+
+def gemm_rates(data: dict[str, np.ndarray], k: int) -> dict[str, list[float]]:
+    """GF/s of NumPy's BLAS at its default threads: a square ``GEMM_SIZE`` product and the
+    kernel-shaped tall products ``X[i:i+GEMM_ROWS] @ W`` (W of shape (d, K*d)) over all rows."""
+    rng = np.random.default_rng(SEED)
+    rates = {}
+    for name, X in data.items():
+        n, d = X.shape
+        a, b = (rng.standard_normal((GEMM_SIZE, GEMM_SIZE)).astype(X.dtype) for _ in range(2))
+        w = rng.standard_normal((d, k * d)).astype(X.dtype)
+        rates[f"square {name}"] = [2 * GEMM_SIZE**3 / s / 1e9 for s in _timings(np.matmul, a, b)]
+        rates[f"tall {name}"] = [2 * n * d * k * d / s / 1e9 for s in _timings(_tall_products, X, w)]
+    return rates
+
+
+def numpy_blas_threads() -> int | None:
+    return next((info["num_threads"] for info in threadpool_info()
+                 if info["user_api"] == "blas" and "numpy" in info["filepath"]), None)
+
+
+def _mlpack_call(mlpack, max_iterations: int, options: dict) -> tuple[float, int]:
+    """Seconds of one ``gmm_train`` call, and the EM iterations its log reports (mlpack logs
+    to the C++ standard output, file descriptor 1, captured here)."""
+    with tempfile.TemporaryFile() as log:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)
+        try:
+            t0 = time.perf_counter()
+            mlpack.gmm_train(max_iterations=max_iterations, **options)
+            seconds = time.perf_counter() - t0
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        return seconds, log.read().decode(errors="replace").count("EMFit::Estimate(): iteration ")
+
+
+def _fit_mlpack(mlpack, X: np.ndarray, k: int, iters: int, covariance_type: str, blas_threads: int) -> dict:
+    """mlpack's EM loop, from its own start (k-means): (time with ``max_iterations=m+1`` - time
+    with ``max_iterations=1``) / m over two seeded calls (same k-means, same EM path), m = ``iters``
+    ('full'; at least ``MLPACK_DIAG_MIN_ITERS`` for 'diag'). ``loop_s`` is that for ``iters`` iterations."""
+    options = {"gaussians": k, "input_": X, "seed": SEED, "verbose": True}
+    if covariance_type == "diag":
+        options["diagonal_covariance"] = True  # Armadillo's gmm_diag: its own k-means and tolerance
+        em_iters = max(iters, MLPACK_DIAG_MIN_ITERS)
+    else:
+        options.update(tolerance=0.0, kmeans_max_iterations=MLPACK_KMEANS_ITERS)
+        em_iters = iters
+    limit = threadpool_limits(blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext()
+    with limit:
+        fixed_s, logged_fixed = _mlpack_call(mlpack, 1, options)
+        total_s, logged_total = _mlpack_call(mlpack, em_iters + 1, options)
+    # mlpack's own EM logs its iterations (max_iterations=1 runs none); Armadillo's gmm_diag does not
+    n_iter = None if covariance_type == "diag" else (iters if (logged_fixed, logged_total) == (0, iters) else -1)
+    return {"loop_s": (total_s - fixed_s) * iters / em_iters, "fixed_s": fixed_s, "n_iter": n_iter}
+
+
+def _timed_fit(fit, *args) -> dict:
+    """``fit(*args)`` with the CPU pressure during it; a failure is recorded, not raised."""
+    stall0, t0 = cpu_stall_seconds(), time.perf_counter()
+    try:
+        result = fit(*args)
+    except Exception as exc:  # one library failing must not lose the others' numbers
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    result.pop("means", None)
+    if stall0 is not None:
+        result["pressure"] = (cpu_stall_seconds() - stall0) / (time.perf_counter() - t0)
+    return result
+
+
+def job_peers(n: int, d: int, k: int, iters: int, repeats: int, mlpack_blas_threads: int) -> dict:
+    """Every library and covariance type on one shape, interleaved repeats (see the docstring)."""
+    X64 = make_data(n, d, k, np.float64)
+    arrays = {"gmm f64": X64, "gmm f32": X64.astype(np.float32),
+              "gmm NaN": make_data(n, d, k, np.float64, MISSING_FRACTION)}
+    rows = -(-n // PEERS_CHUNKS)  # equal chunks: both threads busy to the end
+    dask_arrays = {name: da.from_array(X, chunks=(rows, d)) for name, X in arrays.items()}
+    mlpack = _import_mlpack()
+    blas_threads = numpy_blas_threads()
+    runs: dict[str, list[dict]] = {}
+    gemm: dict[str, list[float]] = {}
+    with warnings.catch_warnings(), dask.config.set(scheduler="threads"):
+        for category in (SkConvergenceWarning, GsConvergenceWarning, OverParameterizedWarning):
+            warnings.simplefilter("ignore", category)
+        for cov in COVARIANCE_TYPES:  # untimed: compiled kernels load (or compile) on first use
+            for X in arrays.values():
+                _fit_gmm_stream(da.from_array(X[:WARMUP_ROWS], chunks=(CHUNK_ROWS, d)), k,
+                                initial_parameters(d, k, cov), 1, cov)
+        for _ in range(repeats):
+            for name, rates in gemm_rates({"f64": X64, "f32": arrays["gmm f32"]}, k).items():
+                gemm.setdefault(name, []).extend(rates)
+            for cov in COVARIANCE_TYPES:
+                init = initial_parameters(d, k, cov)
+                fits = {"sklearn": (_fit_sklearn, X64, k, init, iters, cov)}
+                if mlpack is not None and cov in MLPACK_TYPES:
+                    fits["mlpack"] = (_fit_mlpack, mlpack, X64, k, iters, cov, mlpack_blas_threads)
+                fits |= {name: (_fit_gmm_stream, X, k, init, iters, cov) for name, X in dask_arrays.items()}
+                for name, (fit, *args) in fits.items():
+                    runs.setdefault(f"{cov} {name}", []).append(_timed_fit(fit, *args))
+    pools = None if mlpack is None else [
+        " ".join(str(info[key]) for key in ("internal_api", "version", "threading_layer") if info.get(key))
+        + f" threads={info['num_threads']} ({os.path.basename(info['filepath'])})"
+        for info in threadpool_info() if "mlpack" in info["filepath"] or info["user_api"] == "openmp"
+    ]
+    return {"runs": runs, "gemm": gemm, "blas_threads": blas_threads, "mlpack_pools": pools,
+            "data_mib": sum(X.nbytes for X in arrays.values()) / MIB, "peak": peak_rss_mib()}
 
 
 # ---------------------------------------------------------------------------- output
@@ -363,6 +616,13 @@ def print_details(results: dict) -> None:
     sys.stdout.flush()
 
 
+def installed_version(lib: str) -> str | None:
+    try:
+        return version(lib)
+    except PackageNotFoundError:
+        return None
+
+
 def print_header(args) -> None:
     print("gmm-stream EM benchmark")
     print(f"command   : {shlex.join([sys.executable] + sys.argv)}")
@@ -374,15 +634,251 @@ def print_header(args) -> None:
     print(f"machine   : {platform.node()}, {cpu}, nproc={len(os.sched_getaffinity(0))}, "
           f"memory {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    was = ", ".join(f"{k}={v}" for k, v in UNSET_OPENBLAS.items()) or "neither was set"
+    print(f"openblas  : {' and '.join(OPENBLAS_VARS)} unset in this process and its children ({was})")
     for info in threadpool_info():
         print(f"threadpool: {info['internal_api']} {info.get('version')} {info.get('architecture')} "
               f"threads={info['num_threads']} ({os.path.basename(info['filepath'])})")
-    libs = ["numpy", "scipy", "scikit-learn", "dask", "distributed", "zarr", "gmm-stream"]
-    print("versions  : " + ", ".join(f"{lib} {version(lib)}" for lib in libs))
+    libs = ["numpy", "scipy", "scikit-learn", "dask", "distributed", "zarr", "gmm-stream", "mlpack"]
+    print("versions  : " + ", ".join(f"{lib} {installed_version(lib) or 'not installed'}" for lib in libs))
     print(f"python    : {platform.python_version()}")
-    print(f"settings  : n={args.n}, shapes={args.shapes}, iters={args.iters}, repeats={args.repeats} "
-          f"(medians), covariance_type='full', chunks={CHUNK_ROWS} rows")
+    print(f"settings  : iters={args.iters}, repeats={args.repeats}, chunks={CHUNK_ROWS} rows; "
+          f"peers: n={args.peers_n}, shapes={args.peer_shapes}, mlpack BLAS threads "
+          f"{args.mlpack_blas_threads or 'default'}; other sections: n={args.n}, shapes={args.shape_list}, "
+          "covariance_type='full'")
     sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------- peers: reading
+
+
+PEER_FITS = ("sklearn", "mlpack", "gmm f64", "gmm f32", "gmm NaN")
+
+
+def _ratios(numerators: list, denominators: list) -> list[float]:
+    """Ratios within each repeat (the fits of a repeat ran back to back)."""
+    return [a / b for a, b in zip(numerators, denominators) if a is not None and b]
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _relative_gap(a: float | None, b: float | None) -> list[float]:
+    return [] if a is None or b is None else [abs(a - b) / abs(b)]
+
+
+class PeerShape:
+    """The per-repeat numbers of one shape's child process, by covariance type and fit."""
+
+    def __init__(self, n: int, d: int, k: int, iters: int, result: dict):
+        self.n, self.d, self.k, self.iters, self.result = n, d, k, iters, result
+        self.label = f"({n}, {d}, {k})"
+
+    def runs(self, cov: str, fit: str) -> list[dict]:
+        return self.result.get("runs", {}).get(f"{cov} {fit}", [])
+
+    def s_it(self, cov: str, fit: str) -> list[float | None]:
+        return [None if "error" in r else r["loop_s"] / self.iters for r in self.runs(cov, fit)]
+
+    def ratio(self, cov: str, fit: str, reference: str, reference_cov: str | None = None) -> list[float]:
+        """``fit``'s s/it over ``reference``'s (of ``reference_cov``, by default ``cov``), per repeat."""
+        return _ratios(self.s_it(cov, fit), self.s_it(reference_cov or cov, reference))
+
+    def lower_bound(self, cov: str, fit: str) -> float | None:
+        return next((r["lower_bound"] for r in reversed(self.runs(cov, fit)) if "lower_bound" in r), None)
+
+    def iterations(self, cov: str, fit: str) -> bool | None:
+        """Every fit ran ``iters`` iterations; None when a fit cannot tell (mlpack's 'diag')."""
+        counts = [r.get("n_iter") for r in self.runs(cov, fit) if "error" not in r]
+        return None if not counts or None in counts else all(c == self.iters for c in counts)
+
+    def iterations_ok(self, cov: str, *fits: str) -> bool:
+        return all(self.iterations(cov, fit) is not False for fit in fits)
+
+    def iterations_note(self, cov: str) -> str:
+        checks = {fit: self.iterations(cov, fit) for fit in PEER_FITS if self.runs(cov, fit)}
+        bad = [fit for fit, ok in checks.items() if ok is False]
+        return "NO: " + ", ".join(bad) if bad else ("yes*" if None in checks.values() else "yes")
+
+    def gemm(self, name: str) -> list[float]:
+        return self.result.get("gemm", {}).get(name, [])
+
+    def kernel_rates(self, fit: str) -> list[float]:
+        """GF/s of the 'full' EM iterations, counting 4*n*K*d^2 flops each."""
+        flops = 4 * self.n * self.k * self.d**2
+        return [flops / s / 1e9 for s in self.s_it("full", fit) if s]
+
+    def gemm_share(self, fit: str, dtype: str) -> list[float]:
+        """The kernel's rate over the median square GEMM rate of ``dtype``."""
+        square = _median(self.gemm(f"square {dtype}"))
+        return [rate / square for rate in self.kernel_rates(fit)] if square else []
+
+
+def _times_row(s: PeerShape, cov: str, fits: tuple[str, ...]) -> list:
+    return [s.label, cov, *(spread(s.s_it(cov, fit), "{:.3g}") for fit in fits), s.iterations_note(cov)]
+
+
+def _ratios_row(s: PeerShape, cov: str, with_mlpack: bool) -> list:
+    return [
+        s.label, cov,
+        spread(s.ratio(cov, "sklearn", "gmm f64"), "{:.2f}"),
+        spread(s.ratio(cov, "sklearn", "gmm f32"), "{:.2f}"),
+        *([spread(s.ratio(cov, "mlpack", "gmm f64"), "{:.2f}")] if with_mlpack else []),
+        spread(s.ratio(cov, "gmm NaN", "gmm f64"), "{:.2f}"),
+        "-" if cov == "full" else spread(s.ratio(cov, "gmm f64", "gmm f64", "full"), "{:.2f}"),
+        spread(_relative_gap(s.lower_bound(cov, "gmm f32"), s.lower_bound(cov, "gmm f64")), "{:.1e}"),
+        spread(_relative_gap(s.lower_bound(cov, "gmm f64"), s.lower_bound(cov, "sklearn")), "{:.1e}"),
+    ]
+
+
+def _gemm_row(s: PeerShape) -> list:
+    return [
+        s.label, str(s.result.get("blas_threads", "?")),
+        *(spread(s.gemm(f"{kind} {dtype}")) for kind in ("square", "tall") for dtype in ("f64", "f32")),
+        spread(s.kernel_rates("gmm f64")), spread(s.gemm_share("gmm f64", "f64"), "{:.0%}"),
+        spread(s.kernel_rates("gmm f32")), spread(s.gemm_share("gmm f32", "f32"), "{:.0%}"),
+    ]
+
+
+def _target_row(what: str, where: str, values: list[float], threshold: float, at_least: bool, fmt: str,
+                iterations_ok: bool = True) -> list:
+    """Judged on the median of ``values``; the margin is how far it is on the passing side."""
+    bound = (">= " if at_least else "<= ") + fmt.format(threshold)
+    value = _median(values)
+    if value is None:
+        return [what, where, "not measured", bound, "-", "-"]
+    room = value / threshold if at_least else (threshold / value if value else math.inf)
+    ok = (value >= threshold if at_least else value <= threshold) and iterations_ok
+    return [what, where, fmt.format(value), bound, f"{room - 1:+.0%}" if room < 10 else ">10x",
+            verdict(ok) + ("" if iterations_ok else " (n_iter_)")]
+
+
+def _shapes_with_d(shapes: dict, d: int) -> list[tuple[str, PeerShape | None]]:
+    return [(str(dk), s) for dk, s in shapes.items() if dk[0] == d] or [(f"d = {d}", None)]
+
+
+def peer_targets(shapes: dict[tuple[int, int], PeerShape]) -> list[list]:
+    """One row per target and shape (and covariance type where it applies)."""
+    rows = []
+    for dtype, targets in (("f64", PEERS_SPEEDUP_F64), ("f32", PEERS_SPEEDUP_F32)):
+        for dk, target in targets.items():
+            s = shapes.get(dk)
+            rows.append(_target_row(f"full {dtype}: sklearn f64 s/it / ours", str(dk),
+                                    s.ratio("full", "sklearn", f"gmm {dtype}") if s else [], target, True, "{:.2f}x",
+                                    s is None or s.iterations_ok("full", "sklearn", f"gmm {dtype}")))
+    for dk, s in shapes.items():
+        rows.append(_target_row("full: |LB f32 - LB f64| / |LB f64|", str(dk),
+                                _relative_gap(s.lower_bound("full", "gmm f32"), s.lower_bound("full", "gmm f64")),
+                                PEERS_F32_LOWER_BOUND_RTOL, False, "{:.1e}"))
+    for d, target in PEERS_GEMM_SHARE.items():
+        for dk, s in _shapes_with_d(shapes, d):
+            rows.append(_target_row("full f64: rate / square f64 GEMM rate", dk,
+                                    s.gemm_share("gmm f64", "f64") if s else [], target, True, "{:.0%}"))
+    for d, target in PEERS_MISSING_SLOWDOWN.items():
+        for dk, s in _shapes_with_d(shapes, d):
+            for cov in COVARIANCE_TYPES if s else ("each type",):
+                rows.append(_target_row(f"{cov}: 10 % NaN s/it / complete", dk,
+                                        s.ratio(cov, "gmm NaN", "gmm f64") if s else [], target, False, "{:.2f}x",
+                                        s is None or s.iterations_ok(cov, "gmm NaN", "gmm f64")))
+    for dk, target in PEERS_SIMPLE_SPEEDUP.items():
+        s = shapes.get(dk)
+        for cov in COVARIANCE_TYPES[1:]:
+            ok = s is None or (s.iterations_ok(cov, "sklearn", "gmm f64") and s.iterations_ok("full", "gmm f64"))
+            rows.append(_target_row(f"{cov} f64: sklearn s/it / ours", str(dk),
+                                    s.ratio(cov, "sklearn", "gmm f64") if s else [], target, True, "{:.2f}x", ok))
+            rows.append(_target_row(f"{cov} f64: s/it / full's", str(dk),
+                                    s.ratio(cov, "gmm f64", "gmm f64", "full") if s else [], 1.0, False, "{:.2f}x", ok))
+    return rows
+
+
+def print_peer_details(shapes: dict[tuple[int, int], PeerShape]) -> None:
+    """Every repeat's s/it and CPU pressure, then any failure in full."""
+    details = {}
+    for dk, s in shapes.items():
+        if "error" in s.result:
+            details[f"{dk}"] = s.result
+        for key, runs in s.result.get("runs", {}).items():
+            good = [r for r in runs if "error" not in r]
+            details[f"{dk} {key}"] = {"all_s_per_iter": [r["loop_s"] / s.iters for r in good],
+                                      "pressure": [r.get("pressure") for r in good]}
+            for i, r in enumerate(runs):
+                if "error" in r:
+                    details[f"{dk} {key} repeat {i + 1}"] = r
+    print_details(details)
+
+
+def _mlpack_notes(shapes: dict[tuple[int, int], PeerShape], blas_threads: int) -> list[str]:
+    pools = next((s.result["mlpack_pools"] for s in shapes.values() if s.result.get("mlpack_pools") is not None), [])
+    fixed = ", ".join(
+        f"{dk} {cov} {spread([r['fixed_s'] for r in s.runs(cov, 'mlpack') if 'fixed_s' in r], '{:.2f}')} s"
+        for dk, s in shapes.items() for cov in MLPACK_TYPES if s.runs(cov, "mlpack")
+    )
+    threads = f"{blas_threads} thread(s)" if blas_threads else "its default threads"
+    return [
+        f"mlpack {installed_version('mlpack')}: gmm_train on the float64 array; s/it = (time with max_iterations="
+        "m+1 - time with max_iterations=1) / m, two calls with the same seed (same k-means, same EM path); "
+        "its start is its own k-means, not the others' start",
+        f"  'full': its EM log checked for 0 and iters iterations; 'diag' (Armadillo's gmm_diag): m = "
+        f"max(iters, {MLPACK_DIAG_MIN_ITERS}) (its k-means costs many of its iterations), not logged: "
+        "yes* = not checked",
+        f"  threads: its OpenBLAS at {threads} (--mlpack-blas-threads), its OpenMP at its default; "
+        f"its pools: {'; '.join(pools) or '?'}",
+        f"  the max_iterations=1 call (k-means, setup, first log-likelihood; subtracted): {fixed or '-'}",
+    ]
+
+
+def section_peers(args) -> None:
+    shapes = {}
+    for d, k in args.peer_shapes:
+        t0 = time.perf_counter()
+        result = in_child(job_peers, args.peers_n, d, k, args.iters, args.repeats, args.mlpack_blas_threads)
+        shapes[(d, k)] = PeerShape(args.peers_n, d, k, args.iters, result)
+        print(f"[peers {(d, k)}: {time.perf_counter() - t0:.0f} s; peak RSS of its process "
+              f"{fmt_mib(result.get('peak'))} MiB (data {fmt_mib(result.get('data_mib'))} MiB; every library)]")
+        sys.stdout.flush()
+    with_mlpack = any(s.result.get("mlpack_pools") is not None for s in shapes.values())
+    fits = tuple(fit for fit in PEER_FITS if with_mlpack or fit != "mlpack")
+    measured = [s for s in shapes.values() if "error" not in s.result]
+    print_table(
+        f"Peers: seconds per EM iteration, median [min-max] of {args.repeats} interleaved repeats of {args.iters} "
+        "iterations (f64, f32: float64, float32 data; NaN: float64 with 10 % missing)",
+        ["shape (n,d,K)", "cov", *(f"{fit} f64" if fit in ("sklearn", "mlpack") else fit for fit in fits),
+         "n_iter ok"],
+        [_times_row(s, cov, fits) for s in measured for cov in COVARIANCE_TYPES],
+    )
+    print_table(
+        "Peers: ratios of s/it within each repeat, median [min-max]; lower-bound agreement (last repeat)",
+        ["shape (n,d,K)", "cov", "sklearn/gmm f64", "sklearn/gmm f32", *(["mlpack/gmm f64"] if with_mlpack else []),
+         "NaN/complete", "gmm f64 / full's", "|dLB| f32 vs f64", "|dLB| gmm f64 vs sk"],
+        [_ratios_row(s, cov, with_mlpack) for s in measured for cov in COVARIANCE_TYPES],
+    )
+    print_table(
+        f"GEMM rates (GF/s) of NumPy's BLAS in the same processes: {GEMM_SIZE}x{GEMM_SIZE} squares, "
+        f"tall ({GEMM_ROWS}xd)@(dxK*d) over all rows; 'full' EM at 4*n*K*d^2 flops per iteration",
+        ["shape (n,d,K)", "BLAS threads", "square f64", "square f32", "tall f64", "tall f32",
+         "full gmm f64", "/ square f64", "full gmm f32", "/ square f32"],
+        [_gemm_row(s) for s in measured],
+    )
+    print_table("Peers: targets (median of the repeats; margin: how far on the passing side)",
+                ["target", "shape (d,K)", "measured", "target", "margin", "verdict"], peer_targets(shapes))
+    print("notes:")
+    print("  sklearn: GaussianMixture on the float64 NumPy array, EM loop timed on _e_step/_m_step, NumPy's BLAS "
+          f"threads untouched; gmm-stream: da.from_array(X, chunks=({CHUNK_ROWS}, d)), threaded scheduler, "
+          "EM loop timed on _em; both from the same start")
+    if with_mlpack:
+        print("\n".join("  " + line for line in _mlpack_notes(shapes, args.mlpack_blas_threads)))
+    else:
+        print("  mlpack: not installed")
+    pressures = [r["pressure"] for s in measured for runs in s.result["runs"].values() for r in runs
+                 if r.get("pressure") is not None]
+    high = sum(p > HIGH_PRESSURE for p in pressures)
+    if high:
+        print(f"  CPU pressure above {HIGH_PRESSURE:.0%} during {high} of {len(pressures)} fits (details): other "
+              "processes wanted the cores; a multi-threaded BLAS (scikit-learn's) can then lose far more than "
+              "the cores it lost, and the ratios against it are not the code's")
+    print_peer_details(shapes)
 
 
 # ---------------------------------------------------------------------------- sections
@@ -561,6 +1057,7 @@ def section_outofcore(args) -> None:
 
 
 SECTIONS = {
+    "peers": section_peers,
     "sklearn": section_sklearn,
     "missing": section_missing,
     "distributed": section_distributed,
@@ -571,22 +1068,30 @@ SECTIONS = {
 # -------------------------------------------------------------------------------- main
 
 
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1_000_000, help="rows of the in-memory data sets")
-    p.add_argument("--shapes", default="10x5,10x20,50x20", help="comma-separated dxK")
+    p.add_argument("--n", type=int, default=1_000_000, help="rows of the in-memory data sets (not peers)")
+    p.add_argument("--peers-n", type=int, default=200_000, help="rows of the peers section's data")
+    p.add_argument("--shapes", help=f"comma-separated dxK (default {DEFAULT_SHAPES}; peers: {PEERS_SHAPES})")
+    p.add_argument("--mlpack-blas-threads", type=int, default=1,
+                   help="threads of mlpack's own OpenBLAS in the peers section (0: its default)")
     p.add_argument("--iters", type=int, default=5, help="EM iterations per fit (tol=0)")
     p.add_argument("--repeats", type=int, default=3, help="fits per measurement; medians are reported")
     p.add_argument("--parts", default=",".join(SECTIONS),
                    help=f"comma-separated sections among {', '.join(SECTIONS)}")
     p.add_argument("--memory-limit-mib", type=int, default=1024,
                    help="memory limit of the out-of-core fit; the store is twice as large")
-    p.add_argument("--quick", action="store_true", help="smoke run: n=20000, 1 repeat")
+    p.add_argument("--quick", action="store_true", help="smoke run: n=20000 (peers too), 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.repeats = 20_000, 1
-    args.shape_list = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
+        args.n, args.peers_n, args.repeats = 20_000, 20_000, 1
+    args.shape_list = parse_shapes(args.shapes or DEFAULT_SHAPES)
+    args.peer_shapes = parse_shapes(args.shapes or PEERS_SHAPES)
     args.part_list = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = set(args.part_list) - set(SECTIONS)
     if unknown:
