@@ -642,10 +642,10 @@ def print_header(args) -> None:
     libs = ["numpy", "scipy", "scikit-learn", "dask", "distributed", "zarr", "gmm-stream", "mlpack"]
     print("versions  : " + ", ".join(f"{lib} {installed_version(lib) or 'not installed'}" for lib in libs))
     print(f"python    : {platform.python_version()}")
-    print(f"settings  : iters={args.iters}, repeats={args.repeats}, chunks={CHUNK_ROWS} rows; "
-          f"peers: n={args.peers_n}, shapes={args.peer_shapes}, mlpack BLAS threads "
-          f"{args.mlpack_blas_threads or 'default'}; other sections: n={args.n}, shapes={args.shape_list}, "
-          "covariance_type='full'")
+    print(f"settings  : iters={args.iters}, repeats={args.repeats}; "
+          f"peers: n={args.peers_n} in {PEERS_CHUNKS} equal chunks, shapes={args.peer_shapes}, mlpack BLAS threads "
+          f"{args.mlpack_blas_threads or 'default'}; other sections: n={args.n}, chunks={CHUNK_ROWS} rows, "
+          f"shapes={args.shape_list}, covariance_type='full'")
     sys.stdout.flush()
 
 
@@ -865,7 +865,7 @@ def section_peers(args) -> None:
                 ["target", "shape (d,K)", "measured", "target", "margin", "verdict"], peer_targets(shapes))
     print("notes:")
     print("  sklearn: GaussianMixture on the float64 NumPy array, EM loop timed on _e_step/_m_step, NumPy's BLAS "
-          f"threads untouched; gmm-stream: da.from_array(X, chunks=({CHUNK_ROWS}, d)), threaded scheduler, "
+          f"threads untouched; gmm-stream: da.from_array(X, chunks=(n/{PEERS_CHUNKS}, d)), threaded scheduler, "
           "EM loop timed on _em; both from the same start")
     if with_mlpack:
         print("\n".join("  " + line for line in _mlpack_notes(shapes, args.mlpack_blas_threads)))

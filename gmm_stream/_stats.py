@@ -43,10 +43,6 @@ from .exceptions import EmptyComponentWarning, InvalidInputError, NumericalOverf
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: bytes of the per-block work buffer (K × rows × d values); sets the block length
 BLOCK_BYTES = 2 * 2**20
-#: 'full'/'tied' complete rows with at most this many features take the moment path (``_gram_moments``)
-GRAM_MAX_FEATURES = 16
-#: ... when every ``‖c_k‖² · tr P_k`` is below this (cancellation of the re-centring ≤ this × eps)
-GRAM_MAX_SPREAD = 1e4
 #: a component with less responsibility mass than this is "empty" (see ``m_step``)
 EMPTY_MASS = 1e-8
 
@@ -187,7 +183,6 @@ class _Prepared:
     chol: np.ndarray | None = None  # (K, d, d) in dtype (full/tied)
     chol_wide: np.ndarray | None = None  # (d, K·d) in dtype: [L_1 … L_K] ('full'), L ('tied')
     bias: np.ndarray | None = None  # (K, d) in dtype: c_k L_k (full/tied)
-    gram: tuple | None = None  # (rows, cols) of the upper triangle: complete rows' moments about the shift
     chol64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec64: np.ndarray | None = None  # (K, d, d) float64 (full/tied)
     prec: np.ndarray | None = None  # (K, d) float64 (diag/spherical)
@@ -229,9 +224,6 @@ def _prepare(params: GaussianParams, dtype: np.dtype, shift: np.ndarray | None) 
         chol = np.broadcast_to(pc, (k, d, d))
         prep.chol = np.ascontiguousarray(chol, dtype=dtype)
         prep.chol64 = np.ascontiguousarray(chol, dtype=np.float64)
-        spread = np.sum(centers.astype(np.float64) ** 2, axis=1) * np.sum(prep.chol64**2, axis=(1, 2))
-        if d <= GRAM_MAX_FEATURES and np.all(spread <= GRAM_MAX_SPREAD):
-            prep.gram = np.triu_indices(d)
         prep.prec64 = np.ascontiguousarray(np.einsum("kij,klj->kil", chol, chol))
         wide = pc if kind == "tied" else np.asarray(pc).transpose(1, 0, 2).reshape(d, k * d)
         prep.chol_wide = np.ascontiguousarray(wide, dtype=dtype)
@@ -372,9 +364,6 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
     it, so Dask's threads run it in parallel; SciPy's SYRK wrapper holds the GIL).
     """
     X0, conditioned = aux
-    if conditioned is None and prep.gram is not None:
-        _gram_moments(X0, rw, prep, acc)
-        return
     k = prep.centers.shape[0]
     n, d = X0.shape
     rk = np.ascontiguousarray(rw.T)  # (K, n)
@@ -386,45 +375,6 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
         missing, off, U, F = conditioned
         completed_weighted_rows(X0, prep.centers, missing, off, U, F, rk, floor, T, acc["S1"], acc["S2"])
     acc["S2"] += np.matmul(T.transpose(0, 2, 1), T, out=_ws.get("S2part", (k, d, d), prep.dtype))
-
-
-def _gram_moments(X, rw, prep: _Prepared, acc: dict) -> None:
-    """Complete rows at small d: their moments about the shift, for all components at once.
-
-    ``G1 = Σ r x`` and ``G2 = Σ r (x xᵀ)`` (upper triangle) come from two GEMMs of the
-    (K × n) responsibilities with the rows and with their d(d+1)/2 products, computed once
-    per row instead of once per row and component; at small d that is several times less
-    work than centring every row on every component. :func:`_moments_to_centred` moves them
-    to the components' centres once per chunk. Float64 throughout (float32 rows are exact in
-    it). The move subtracts ``N c cᵀ``-sized terms: ``_prepare`` takes this path only when
-    every ``‖c_k‖² tr P_k`` is at most ``GRAM_MAX_SPREAD``, so the cancellation costs at most
-    that many ulps of the centred moments.
-    """
-    assert prep.gram is not None
-    rows, cols = prep.gram
-    n = X.shape[0]
-    X64 = X.astype(np.float64, copy=False)
-    left = np.take(X64, rows, axis=1, out=_ws.get("gram_l", (n, rows.size), np.float64))
-    phi = np.multiply(left, np.take(X64, cols, axis=1, out=_ws.get("gram_r", (n, rows.size), np.float64)),
-                      out=left)
-    acc["G0"] += rw.sum(axis=0)
-    acc["G1"] += rw.T @ X64
-    acc["G2"] += rw.T @ phi
-
-
-def _moments_to_centred(acc: dict, prep: _Prepared) -> None:
-    """Add the complete rows' moments about the shift (``G0``, ``G1``, ``G2``) to ``S1``/``S2``,
-    centred on ``c_k``: ``S1 = G1 − N c``, ``S2 = G2 − G1 cᵀ − c G1ᵀ + N c cᵀ`` (exact algebra)."""
-    assert prep.gram is not None
-    k, d = prep.centers.shape
-    c = prep.centers.astype(np.float64)
-    rows, cols = prep.gram
-    g2 = np.zeros((k, d, d))
-    g2[:, rows, cols] = acc["G2"]
-    g2[:, cols, rows] = acc["G2"]
-    cross = np.einsum("ki,kj->kij", acc["G1"], c)
-    acc["S2"] += g2 - cross - cross.transpose(0, 2, 1) + acc["G0"][:, None, None] * np.einsum("ki,kj->kij", c, c)
-    acc["S1"] += acc["G1"] - acc["G0"][:, None] * c
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
@@ -558,9 +508,6 @@ def chunk_statistics(
     prep = _prepare(params, dtype, shift)
     acc = SufficientStats.zeros(params.means, prep.diagonal)
     accd = {"N": acc.N, "S1": acc.S1, "S2": acc.S2}
-    if prep.gram is not None:
-        k, d = params.means.shape
-        accd.update(G0=np.zeros(k), G1=np.zeros((k, d)), G2=np.zeros((k, prep.gram[0].size)))
     loglik = n_rows = 0.0
     n_empty = 0
     counts = np.zeros(X.shape[1], np.int64)
@@ -585,8 +532,6 @@ def chunk_statistics(
         loglik += float(w @ lse)
         n_rows += float(w.sum())
         counts += rows.shape[0] - (0 if mask is None else mask.sum(axis=0))
-    if prep.gram is not None:
-        _moments_to_centred(accd, prep)
     if prep.offset is not None:
         _recenter(accd, prep.offset)
     return SufficientStats(acc.N, acc.S1, acc.S2, acc.center, loglik, n_rows, n_empty, counts)

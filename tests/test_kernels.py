@@ -1,13 +1,12 @@
 """The E-step's fast paths against the brute force, at the shapes and block sizes they specialise on.
 
 The 'full' and 'tied' kernels multiply every block by the wide ``[L_1 … L_K]`` (or the one
-``L``), fold the Mahalanobis terms and the weighted, centred rows into compiled loops, take
-complete rows' moments about the shift at small d (≤ 16) and move them to each component once
-per chunk, and, for rows with missing entries, keep each row's packed inverse factor of
-``P_mm`` from the E-step for the statistics. Each of those depends on the block length
-(``block_rows``: 4096 rows at small K·d, 512 at large), on d (one feature; d = 50 as in the
-benchmarks, beyond the small-d path), on how many entries a row misses (0 to d − 1, so the
-packed factors have every size) and on the input's dtype.
+``L``), fold the Mahalanobis terms and the weighted, centred rows into compiled loops, and,
+for rows with missing entries, keep each row's packed inverse factor of ``P_mm`` from the
+E-step for the statistics. Each of those depends on the block length (``block_rows``: 4096
+rows at small K·d, 512 at large), on d (one feature; d = 50 as in the benchmarks), on how
+many entries a row misses (0 to d − 1, so the packed factors have every size) and on the
+input's dtype.
 Here every combination is compared with ``pattern_statistics`` (SciPy densities and
 explicit conditional moments, no precision algebra), over one and a half blocks plus a few
 rows, with zero weights and rows with no observed value.
@@ -94,22 +93,3 @@ def _reference_log_prob(X, weights, means, covariances, covariance_type):
             out[i, k] = np.log(weights[k]) + multivariate_normal.logpdf(x[o], means[k, o], cov[k][np.ix_(o, o)])
     return out
 
-
-@pytest.mark.parametrize("covariance_type", ["full", "tied"])
-def test_small_d_moment_path_is_taken_only_where_its_cancellation_is_bounded(covariance_type, monkeypatch):
-    from gmm_stream import _stats
-
-    X, sw, _ = rows_for(10, 5, "none", seed=90)
-    weights, means, covariances = random_params(10, 5, covariance_type, seed=91)
-    near = GaussianParams.from_covariances(weights, means, covariances, covariance_type)
-    far = GaussianParams.from_covariances(weights, means + 300.0 * np.eye(5, 10), covariances, covariance_type)
-    assert _stats._prepare(near, np.dtype(np.float64), None).gram is not None
-    assert _stats._prepare(far, np.dtype(np.float64), None).gram is None  # components ~300 σ from the shift
-    # where it is taken, the moment path and the per-component path agree to rounding
-    moments = chunk_statistics(X, near, sample_weight=sw)
-    monkeypatch.setattr(_stats, "GRAM_MAX_FEATURES", 0)
-    assert _stats._prepare(near, np.dtype(np.float64), None).gram is None
-    centred = chunk_statistics(X, near, sample_weight=sw)
-    np.testing.assert_allclose(moments.N, centred.N, rtol=1e-13)
-    assert_allclose_scaled(moments.S1, centred.S1, rtol=1e-11)
-    assert_allclose_scaled(moments.S2, centred.S2, rtol=1e-11)

@@ -85,20 +85,9 @@ def test_em_overflow_in_an_iteration(huge, kind, covariance_type):
 
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
 def test_em_float32_overflow_suggests_float64(kind):
-    # d above GRAM_MAX_FEATURES: the scatter matrices are float32 GEMMs, and 1e20² overflows them
-    X = (np.random.default_rng(9).standard_normal((300, 20)) * 1e20).astype(np.float32)
+    X = (np.random.default_rng(9).standard_normal((300, 2)) * 1e20).astype(np.float32)
     with pytest.raises(NumericalOverflowError, match=r"EM: .* overflowed to inf in .*or pass float64 data"):
         GaussianMixture(2, random_state=0).fit(as_input(X, kind))
-
-
-@pytest.mark.parametrize("kind", ["numpy", "dask"])
-def test_em_float32_at_small_d_takes_its_moments_in_float64(kind):
-    # d <= GRAM_MAX_FEATURES: complete rows' moments are float64 sums, so float32 data at 1e20 fit
-    X = (np.random.default_rng(9).standard_normal((300, 2)) * 1e20).astype(np.float32)
-    got = GaussianMixture(2, random_state=0).fit(as_input(X, kind))
-    ref = GaussianMixture(2, random_state=0).fit(X.astype(np.float64))
-    np.testing.assert_allclose(got.means_, ref.means_, rtol=1e-5, atol=1e-5 * 1e20)
-    np.testing.assert_allclose(got.lower_bound_, ref.lower_bound_, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
