@@ -285,9 +285,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         When the data have more rows than ``init_max_samples``, run EM to convergence on
         that in-memory sample first (same ``tol`` and ``max_iter``), then go on with
         full-data EM passes from its result until ``tol`` holds on the full data. The
-        result is still batch EM on all the data (its fixed point, from a start already
-        close to it): only the number of full passes changes (typically 2-4 instead of
-        10 or more). ``n_iter_``, ``lower_bounds_`` and ``converged_`` describe the
+        result is still batch EM on all the data (a fixed point of it, from a start already
+        close to it), in fewer full passes (typically 2-4 instead of 10 or more). It is
+        the fixed point plain batch EM reaches from the same initialisation when EM on the
+        sample stays in that start's basin; with overlapping clusters it can end in another
+        local optimum, higher or lower (docs/math.md). ``n_iter_``, ``lower_bounds_`` and ``converged_`` describe the
         full-data passes; ``n_iter_sample_`` counts the iterations on the sample. Set it to
         False for plain batch EM from the initialisation. The sample is drawn even when
         every ``*_init`` is given.
