@@ -319,8 +319,9 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
 
 
 def _log_prob_diag(Xc, mask, prep: _Prepared):
-    """Weighted log-probabilities (n, K) and ``(X0, obs)``: rows centred on the shift (float64)
-    with 0 at missing entries, and the observed indicator (None when the rows are complete)."""
+    """Weighted log-probabilities (n, K) and ``(X0, X0², obs)``: rows centred on the shift
+    (float64) with 0 at missing entries, their squares (computed once, for the E-step and the
+    statistics), and the observed indicator (None when the rows are complete)."""
     n, d = Xc.shape
     X0 = Xc
     obs = None
@@ -328,19 +329,21 @@ def _log_prob_diag(Xc, mask, prep: _Prepared):
         X0 = Xc.copy()
         np.putmask(X0, mask, 0)
         obs = (~mask).astype(np.float64)
+    X2 = np.multiply(X0, X0, out=_ws.get("X2", (n, d), np.float64))
     c, p = prep.centers, prep.prec
     assert p is not None and prep.log_prec_chol is not None  # prepared for diag/spherical
-    quad = (X0 * X0) @ p.T - 2.0 * (X0 @ (c * p).T)
+    logp = X2 @ p.T
+    logp -= X0 @ (2.0 * c * p).T
     if obs is None:
-        quad += np.sum(c * c * p, axis=1)
-        logdet = prep.logdet
-        n_obs = d
+        logp += np.sum(c * c * p, axis=1) + d * LOG_2PI
+        logp *= -0.5
+        logp += prep.log_weights + prep.logdet
     else:
-        quad += obs @ (c * c * p).T
-        logdet = obs @ prep.log_prec_chol.T
-        n_obs = (d - mask.sum(axis=1))[:, None]
-    logp = prep.log_weights + logdet - 0.5 * (quad + n_obs * LOG_2PI)
-    return logp, (X0, obs)
+        logp += obs @ (c * c * p).T
+        logp += (d - mask.sum(axis=1))[:, None] * LOG_2PI
+        logp *= -0.5
+        logp += prep.log_weights + obs @ prep.log_prec_chol.T
+    return logp, (X0, X2, obs)
 
 
 _LOG_PROB = {"full": _log_prob_full, "tied": _log_prob_full, "diag": _log_prob_diag, "spherical": _log_prob_diag}
@@ -378,10 +381,10 @@ def _accumulate_full(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
 
 
 def _accumulate_diag(aux, mask, rw, prep: _Prepared, acc: dict) -> None:
-    X0, obs = aux
+    X0, X2, obs = aux
     c = prep.centers
     r_x = rw.T @ X0
-    r_xx = rw.T @ (X0 * X0)
+    r_xx = rw.T @ X2
     n_k = rw.sum(axis=0)[:, None]
     r_o = n_k if obs is None else rw.T @ obs
     acc["S1"] += r_x - c * r_o
