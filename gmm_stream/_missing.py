@@ -63,7 +63,7 @@ def factor_offsets(counts):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
+def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F, LD):
     """Marginalise the missing entries of each row, for every component.
 
     The rows enter with 0 at their missing entries, already multiplied by the precisions'
@@ -96,8 +96,12 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
         Out: ``log π_k + log N(x_o; μ_o, Σ_oo)``.
     U : float64 ndarray of shape (K, n, max |m|)
         Out: ``P_mm⁻¹ w_m`` (the conditional mean of the missing entries is ``μ_m − U``).
-    F : float64 ndarray of shape (K, off[n])
-        Out: each row's ``B = A⁻¹``, lower triangle packed by rows.
+    F : float64 ndarray of shape (K, off[n]), or (1, off[n])
+        Out: each row's ``B = A⁻¹``, lower triangle packed by rows. With one row ('tied':
+        every component has the same precision, so ``P_mm`` depends on the row only), each
+        row is factorised once, for the first component, and the others reuse it.
+    LD : float64 ndarray of shape (F.shape[0], n)
+        Work: ``log det A`` of each row's factor.
     """
     idx_all, counts = missing
     n = XL.shape[0]
@@ -113,7 +117,7 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
     for c in range(k):
         L = chol[c]
         Pc = P[c]
-        Fc = F[c]
+        Fc = F[c if F.shape[0] > 1 else 0]
         base = c * stride
         for i in range(n):
             m = counts[i]
@@ -140,39 +144,41 @@ def condition_rows(XL, bias, centers, chol, P, missing, off, const, logp, U, F):
                 w[a] = s
             for a in range(m):
                 quad += centers[c, idx[a]] * (g[a] + w[a])
-            det = 1.0  # det A, in pieces: log det P_mm = 2 log det A
-            ld = 0.0
-            for a in range(m):  # P_mm = A Aᵀ
-                for b in range(a + 1):
-                    s = Pc[idx[a], idx[b]]
-                    for p in range(b):
-                        s -= A[a, p] * A[b, p]
-                    if a == b:
-                        root = math.sqrt(s)
-                        A[a, a] = root
-                        inv[a] = 1.0 / root
-                        det *= root
-                        if det > 1e150 or det < 1e-150:
-                            ld += math.log(det)
-                            det = 1.0
-                    else:
-                        A[a, b] = s * inv[b]
-            ld += math.log(det)
-            q = 0.0
-            for a in range(m):  # v = A⁻¹ w_m
-                s = w[a]
-                for p in range(a):
-                    s -= A[a, p] * v[p]
-                v[a] = s * inv[a]
-                q += v[a] * v[a]
             o = off[i]
-            for b in range(m):  # B = A⁻¹, column by column, packed by rows
-                Fc[o + b * (b + 1) // 2 + b] = inv[b]
-                for a in range(b + 1, m):
-                    s = 0.0
-                    for p in range(b, a):
-                        s -= A[a, p] * Fc[o + p * (p + 1) // 2 + b]
-                    Fc[o + a * (a + 1) // 2 + b] = s * inv[a]
+            if c < F.shape[0]:  # factorise P_mm = A Aᵀ; keep B = A⁻¹ (packed by rows) and log det A
+                det = 1.0  # det A, in pieces: log det P_mm = 2 log det A
+                ld = 0.0
+                for a in range(m):
+                    for b in range(a + 1):
+                        s = Pc[idx[a], idx[b]]
+                        for p in range(b):
+                            s -= A[a, p] * A[b, p]
+                        if a == b:
+                            root = math.sqrt(s)
+                            A[a, a] = root
+                            inv[a] = 1.0 / root
+                            det *= root
+                            if det > 1e150 or det < 1e-150:
+                                ld += math.log(det)
+                                det = 1.0
+                        else:
+                            A[a, b] = s * inv[b]
+                LD[c, i] = ld + math.log(det)
+                for b in range(m):  # B = A⁻¹, column by column
+                    Fc[o + b * (b + 1) // 2 + b] = inv[b]
+                    for a in range(b + 1, m):
+                        s = 0.0
+                        for p in range(b, a):
+                            s -= A[a, p] * Fc[o + p * (p + 1) // 2 + b]
+                        Fc[o + a * (a + 1) // 2 + b] = s * inv[a]
+            ld = LD[0 if F.shape[0] == 1 else c, i]
+            q = 0.0
+            for a in range(m):  # v = B w_m = A⁻¹ w_m
+                s = 0.0
+                for p in range(a + 1):
+                    s += Fc[o + a * (a + 1) // 2 + p] * w[p]
+                v[a] = s
+                q += s * s
             for b in range(m):  # U = Bᵀ v = P_mm⁻¹ w_m
                 s = 0.0
                 for a in range(b, m):
@@ -212,7 +218,7 @@ def completed_weighted_rows(X0, centers, missing, off, U, F, r, floor, T, S1, S2
     for c in range(k):
         acc = S1[c]
         S = S2[c]
-        Fc = F[c]
+        Fc = F[c if F.shape[0] > 1 else 0]
         for i in range(n):
             ri = r[c, i]
             wt = math.sqrt(ri)

@@ -312,9 +312,11 @@ def _log_prob_full(Xc, mask, prep: _Prepared):
     missing = missing_indices(mask)
     off = factor_offsets(missing[1])
     U = _ws.get("U", (k, n, max(int(missing[1].max()), 1)), np.float64)
-    F = _ws.get("F", (k, int(off[-1])), np.float64)
+    shared = 1 if prep.covariance_type == "tied" else k  # 'tied': one factor per row, for every component
+    F = _ws.get("F", (shared, int(off[-1])), np.float64)
+    LD = _ws.get("LD", (shared, n), np.float64)
     condition_rows(_whitened_complete(X0, prep), prep.bias, prep.centers, prep.chol64, prep.prec64,
-                   missing, off, const, logp, U, F)
+                   missing, off, const, logp, U, F, LD)
     return logp.T, (X0, (missing, off, U, F))
 
 
