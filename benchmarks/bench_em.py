@@ -105,15 +105,14 @@ median [min-max] is shown and judged.
 Run
 ---
     python benchmarks/bench_em.py                      # everything (peers first; 25-40 minutes on 2 cores)
-    python benchmarks/bench_em.py --parts peers        # peers alone, ~15 minutes on a quiet 2-core machine
+    python benchmarks/bench_em.py --parts peers        # peers alone, ~12 minutes on 2 cores
     python benchmarks/bench_em.py --parts peers --peers-n 20000 --shapes 10x5,50x20 --repeats 1 --iters 2
     python benchmarks/bench_em.py --quick              # smoke run (n=20000, 1 repeat)
     python benchmarks/bench_em.py --parts sklearn --shapes 50x20 --repeats 1
 
-The peers estimate is extrapolated from runs at 2*10^4 and 2*10^5 rows (per-iteration times
-scale with n): at the defaults (2*10^5 rows, 5 iterations, 3 repeats) (50, 20) takes about
-9 minutes (each 'full' fit ~3.5 s/it), (32, 16) about 3, (10, 20) and (10, 5) 1-2 each;
-several times longer under CPU pressure.
+Measured at the defaults (2*10^5 rows, 5 iterations, 3 repeats) on this 2-core machine: the
+peers section took 12 minutes (725 s: (50, 20) 6 minutes, (32, 16) 3.5, (10, 20) 1.5,
+(10, 5) 0.5; most of it is scikit-learn's and mlpack's fits); longer under CPU pressure.
 
 The exit code is 0 even when a target is missed: this is a report, not a test.
 """
