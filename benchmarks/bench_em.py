@@ -111,8 +111,8 @@ Run
     python benchmarks/bench_em.py --parts sklearn --shapes 50x20 --repeats 1
 
 Measured at the defaults (2*10^5 rows, 5 iterations, 3 repeats) on this 2-core machine: the
-peers section took 12 minutes (725 s: (50, 20) 6 minutes, (32, 16) 3.5, (10, 20) 1.5,
-(10, 5) 0.5; most of it is scikit-learn's and mlpack's fits); longer under CPU pressure.
+peers section took 12 minutes (725 s: (50, 20) 401 s, (32, 16) 206, (10, 20) 88,
+(10, 5) 30; most of it is scikit-learn's and mlpack's fits); longer under CPU pressure.
 
 The exit code is 0 even when a target is missed: this is a report, not a test.
 """
