@@ -84,19 +84,8 @@ def update_flow(job_path: str, overrides: list[str] | None = None,
                 working_directory: str | None = None) -> dict[str, Any]:
     """Run a ``flow: update`` (or ``flow: fit``) job as a refresh of its published model.
 
-    Parameters
-    ----------
-    job_path : str
-        The YAML job.
-    overrides : list of str, optional
-        ``key.path=value`` items applied to the job (as ``gmm-stream update --set``).
-    working_directory : str, optional
-        Directory relative paths are relative to (default: the process's).
-
-    Returns
-    -------
-    dict
-        The run summary (paths, model facts, what the refresh read).
+    Parameters and return value as :func:`flows.fit.fit_flow` (``overrides`` as
+    ``gmm-stream update --set``); the summary also says what the refresh read.
     """
     started = time.perf_counter()
     job = load_job_task(job_path, overrides or [], working_directory)
